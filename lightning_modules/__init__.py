@@ -1,0 +1,1 @@
+"""restorelab lightning_modules."""
