@@ -1,0 +1,115 @@
+"""Segmentation-driven masks: foreground object (type 0) and background "stuff" object (type 1).
+
+A segmentation map is an integer ``(H, W)`` array of class ids. Semantic maps have no instance ids,
+so an "object" is one 8-connected component of one class. Returns are boolean ``(H, W)`` (True =
+hole) or None when the map holds no region of acceptable size.
+"""
+from __future__ import annotations
+
+from typing import Collection
+
+import numpy as np
+from scipy import ndimage
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def class_regions(
+    segmentation: np.ndarray,
+    class_ids: Collection[int],
+    min_area: float,
+    max_area: float = 1.0,
+) -> list[np.ndarray]:
+    """Connected components of the given classes whose area fraction lies in ``[min_area, max_area]``."""
+    total = segmentation.size
+    regions = []
+    present = np.intersect1d(np.unique(segmentation), np.fromiter(class_ids, dtype=np.int64, count=len(class_ids)))
+    for cid in present:
+        labels, count = ndimage.label(segmentation == cid, structure=_EIGHT)
+        if count == 0:
+            continue
+        areas = np.bincount(labels.ravel(), minlength=count + 1)[1:] / total
+        for index in np.flatnonzero((areas >= min_area) & (areas <= max_area)):
+            regions.append(labels == index + 1)
+    return regions
+
+
+def class_region_mask(segmentation: np.ndarray, class_ids: Collection[int]) -> np.ndarray:
+    """Union of all pixels whose class is in ``class_ids`` (e.g. every foreground object)."""
+    if len(class_ids) == 0:
+        return np.zeros(segmentation.shape, dtype=bool)
+    return np.isin(segmentation, np.fromiter(class_ids, dtype=np.int64, count=len(class_ids)))
+
+
+def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow a boolean mask by ``pixels`` (8-neighbourhood steps); 0 returns it unchanged."""
+    if pixels <= 0:
+        return mask
+    return ndimage.binary_dilation(mask, structure=_EIGHT, iterations=int(pixels))
+
+
+def foreground_object_mask(
+    segmentation: np.ndarray,
+    thing_ids: Collection[int],
+    rng: np.random.Generator,
+    min_area: float = 0.01,
+    max_area: float = 0.5,
+    max_dilation: float = 0.03,
+) -> np.ndarray | None:
+    """Type 0: the region of one foreground object, optionally dilated.
+
+    Args:
+        segmentation: ``(H, W)`` class ids.
+        thing_ids: class ids of foreground objects ("things").
+        rng: random generator.
+        min_area: smallest object, as a fraction of the image.
+        max_area: largest object, as a fraction of the image.
+        max_dilation: the object is grown by ``randint(0, max_dilation * min(H, W) + 1)`` pixels so the
+            hole also covers the object's boundary and shadow.
+
+    Returns:
+        Boolean ``(H, W)`` hole, or None when no object qualifies.
+    """
+    regions = class_regions(segmentation, thing_ids, min_area, max_area)
+    if not regions:
+        return None
+    region = regions[int(rng.integers(len(regions)))]
+    grow = int(rng.integers(0, int(max_dilation * min(segmentation.shape)) + 1))
+    return dilate(region, grow)
+
+
+def background_object_mask(
+    segmentation: np.ndarray,
+    stuff_ids: Collection[int],
+    rng: np.random.Generator,
+    min_area: float = 0.01,
+    max_area: float = 0.5,
+) -> np.ndarray | None:
+    """Type 1: (part of) one background "stuff" region such as sky, wall or road.
+
+    Stuff regions are often larger than ``max_area``; those are cut by a random axis-aligned window
+    placed on one of their pixels and sized so the hole stays below ``max_area`` of the image.
+
+    Returns:
+        Boolean ``(H, W)`` hole, or None when no stuff region reaches ``min_area``.
+    """
+    regions = class_regions(segmentation, stuff_ids, min_area, 1.0)
+    if not regions:
+        return None
+    region = regions[int(rng.integers(len(regions)))]
+    height, width = region.shape
+    if region.mean() <= max_area:
+        return region
+    ys, xs = np.nonzero(region)
+    for _ in range(8):
+        pick = int(rng.integers(len(ys)))
+        side = np.sqrt(max_area * rng.uniform(0.5, 1.0))
+        win_h, win_w = max(1, int(side * height)), max(1, int(side * width))
+        top = int(np.clip(ys[pick] - rng.integers(win_h), 0, height - win_h))
+        left = int(np.clip(xs[pick] - rng.integers(win_w), 0, width - win_w))
+        cut = np.zeros_like(region)
+        cut[top : top + win_h, left : left + win_w] = True
+        cut &= region
+        if cut.mean() >= min_area:
+            return cut
+    return None
