@@ -1,0 +1,385 @@
+"""WebDataset shard writer and command line.
+
+Shard format (one sample = files sharing a key inside a POSIX tar, see docs/data.md)::
+
+    <key>.jpg | <key>.png     the RGB image (original bytes unless resized)
+    <key>.seg.png             optional class-id map, 8-bit (ids < 256) or 16-bit grey PNG, same size
+    <key>.json                {"key", "source", "width", "height", "has_seg"}
+
+and ``classes.json`` (see ``datamodules.class_list``) next to the shards.
+
+Commands::
+
+    python -m datamodules.shards write --images DIR --out DIR [--segmentation DIR --classes FILE]
+        [--prefix train] [--max-count 1000] [--max-size-mb 1024] [--resize 512]
+    python -m datamodules.shards synthetic --out data/synthetic [--train 512 --val 64 --test 64 --size 64]
+    python -m datamodules.shards inspect 'data/synthetic/train-*.tar'
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+from tqdm import tqdm
+
+from datamodules.class_list import ClassList
+from datamodules.shard_files import CLASS_LIST_NAME, IMAGE_EXTENSIONS, resolve_shards, sample_keys
+from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene
+
+SEG_SUFFIX = "seg.png"
+META_SUFFIX = "json"
+
+
+@dataclass
+class WriteSummary:
+    """What a writer run produced: samples written, shard files, and skipped inputs grouped by reason."""
+
+    written: int = 0
+    shards: list[str] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    without_segmentation: int = 0
+
+    def skip(self, reason: str, item: str) -> None:
+        """Record a skipped input."""
+        self.skipped.setdefault(reason, []).append(item)
+
+    @property
+    def skipped_count(self) -> int:
+        """Total number of skipped inputs."""
+        return sum(len(v) for v in self.skipped.values())
+
+    def format(self, examples: int = 3) -> str:
+        """Human-readable summary (a few example files per skip reason)."""
+        lines = [f"written: {self.written} samples in {len(self.shards)} shard(s)"]
+        if self.without_segmentation:
+            lines.append(f"written without a segmentation map: {self.without_segmentation}")
+        lines.append(f"skipped: {self.skipped_count}")
+        for reason, items in sorted(self.skipped.items()):
+            shown = ", ".join(items[:examples]) + (", ..." if len(items) > examples else "")
+            lines.append(f"  {len(items)} x {reason}: {shown}")
+        return "\n".join(lines)
+
+
+def sample_key(relative: Path) -> str:
+    """WebDataset key of an input file: its path without extension, '/' -> '__', '.' -> '_' (keys must not contain dots)."""
+    stem = relative.with_suffix("").as_posix()
+    return stem.replace("/", "__").replace(".", "_")
+
+
+def encode_segmentation(seg: np.ndarray) -> bytes:
+    """PNG bytes of a class-id map: 8-bit when every id < 256, else 16-bit."""
+    if seg.max(initial=0) < 256:
+        image = Image.fromarray(seg.astype(np.uint8), mode="L")
+    else:
+        image = Image.fromarray(seg.astype(np.uint16))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_segmentation(data: bytes) -> np.ndarray:
+    """Class-id map from ``<key>.seg.png`` bytes (8- or 16-bit grey; palette PNGs give their indices)."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.mode in ("RGB", "RGBA", "LA"):
+            raise ValueError(f"segmentation PNG has mode {image.mode}; it must be single-channel class ids (L, P or I;16)")
+        return np.asarray(image).astype(np.int64)
+
+
+def _encode_image(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "jpg":
+        image.save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _resize_pair(image: Image.Image, seg: np.ndarray | None, shorter: int):
+    w, h = image.size
+    scale = shorter / min(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = image.resize(size, Image.BICUBIC, reducing_gap=3.0)
+    if seg is not None:
+        seg_image = Image.fromarray(seg.astype(np.int32), mode="I").resize(size, Image.NEAREST)
+        seg = np.asarray(seg_image).astype(np.int64)
+    return image, seg
+
+
+def _list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
+
+
+def _find_segmentation(seg_root: Path, relative: Path) -> Path | None:
+    for candidate in (seg_root / relative.with_suffix(".png"), seg_root / relative.parent / (relative.stem + ".seg.png")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _open_writer(out_dir: Path, prefix: str, max_count: int, max_size: float) -> wds.ShardWriter:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return wds.ShardWriter(str(out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, maxsize=max_size, verbose=0)
+
+
+def _finish(writer: wds.ShardWriter, summary: WriteSummary, out_dir: Path, prefix: str) -> None:
+    writer.close()
+    summary.shards = sorted(str(p) for p in out_dir.glob(f"{prefix}-*.tar"))
+
+
+def write_image_folder(
+    images: str | Path,
+    out_dir: str | Path,
+    segmentation: str | Path | None = None,
+    classes: str | Path | None = None,
+    prefix: str = "train",
+    max_count: int = 1000,
+    max_size: float = 1e9,
+    resize: int | None = None,
+    progress: bool = True,
+) -> WriteSummary:
+    """Write every image under ``images`` (recursively) into WebDataset shards.
+
+    Args:
+        images: folder of jpg / png / webp / bmp images.
+        out_dir: output folder; shards are ``<out_dir>/<prefix>-000000.tar`` ... and ``classes.json``.
+        segmentation: optional folder of class-id PNGs matched by relative path and stem
+            (``a/b.jpg`` -> ``a/b.png`` or ``a/b.seg.png``); needs ``classes``.
+        classes: class list JSON naming every id as ``thing``, ``stuff`` or ``ignore``.
+        prefix: shard name prefix, usually the split (``train``, ``val``, ``test``).
+        max_count: at most this many samples per shard.
+        max_size: at most this many bytes per shard.
+        resize: resize so the shorter side is this many pixels (images bicubic, seg maps nearest).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A ``WriteSummary``. Skipped (with the reason): undecodable images, seg maps whose size differs from
+        the image, seg maps with ids the class list does not name, undecodable seg maps, duplicate keys.
+    """
+    images, out_dir = Path(images), Path(out_dir)
+    if not images.is_dir():
+        raise FileNotFoundError(f"image folder {images} does not exist")
+    if segmentation is not None and classes is None:
+        raise ValueError("--segmentation needs --classes: a class list saying which ids are 'thing' and which 'stuff'")
+    seg_root = Path(segmentation) if segmentation is not None else None
+    if seg_root is not None and not seg_root.is_dir():
+        raise FileNotFoundError(f"segmentation folder {seg_root} does not exist")
+    class_list = ClassList.load(classes) if classes is not None else ClassList(source="<none>")
+    files = _list_images(images)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {images}")
+
+    summary = WriteSummary()
+    seen: set[str] = set()
+    writer = _open_writer(out_dir, prefix, max_count, max_size)
+    (out_dir / CLASS_LIST_NAME).write_text(class_list.to_json())
+    try:
+        for path in tqdm(files, desc=f"writing {prefix} shards", unit="img", disable=not progress):
+            relative = path.relative_to(images)
+            key = sample_key(relative)
+            if key in seen:
+                summary.skip("duplicate key (same path without extension)", str(path))
+                continue
+            try:
+                with Image.open(path) as opened:
+                    opened.load()
+                    image = opened.convert("RGB")
+                    source_format, source_mode = opened.format, opened.mode
+            except Exception as err:  # PIL raises many types for broken files
+                summary.skip("undecodable image", f"{path} ({type(err).__name__})")
+                continue
+            seg = None
+            if seg_root is not None:
+                seg_path = _find_segmentation(seg_root, relative)
+                if seg_path is None:
+                    summary.without_segmentation += 1
+                else:
+                    try:
+                        seg = decode_segmentation(seg_path.read_bytes())
+                    except Exception as err:
+                        summary.skip("undecodable segmentation map", f"{seg_path} ({err})")
+                        continue
+                    if seg.shape != (image.height, image.width):
+                        summary.skip(
+                            "segmentation map size differs from the image",
+                            f"{seg_path} is {seg.shape[1]}x{seg.shape[0]}, image {image.width}x{image.height}",
+                        )
+                        continue
+                    unknown = class_list.unknown_ids(np.unique(seg))
+                    if unknown:
+                        summary.skip(f"segmentation ids not in the class list {classes}", f"{seg_path} (ids {unknown})")
+                        continue
+            fmt = "jpg" if source_format == "JPEG" else "png"
+            if resize is not None:
+                image, seg = _resize_pair(image, seg, resize)
+                data = _encode_image(image, fmt)
+            elif source_format in ("JPEG", "PNG") and source_mode == "RGB":
+                data = path.read_bytes()
+            else:
+                data = _encode_image(image, fmt)
+            sample = {
+                "__key__": key,
+                fmt: data,
+                META_SUFFIX: json.dumps(
+                    {"key": key, "source": relative.as_posix(), "width": image.width, "height": image.height, "has_seg": seg is not None}
+                ).encode(),
+            }
+            if seg is not None:
+                sample[SEG_SUFFIX] = encode_segmentation(seg)
+            writer.write(sample)
+            seen.add(key)
+            summary.written += 1
+    finally:
+        _finish(writer, summary, out_dir, prefix)
+    return summary
+
+
+def _synthetic_samples(count: int, size: int, seed: int, split: str) -> Iterator[dict]:
+    offset = {"train": 0, "val": 10_000_000, "test": 20_000_000}[split]
+    for i in range(count):
+        image, seg = synthetic_scene(seed * 100_000_000 + offset + i, size)
+        key = f"{split}_{i:07d}"
+        yield {
+            "__key__": key,
+            "png": _encode_image(Image.fromarray(image), "png"),
+            SEG_SUFFIX: encode_segmentation(seg),
+            META_SUFFIX: json.dumps({"key": key, "source": "synthetic", "width": size, "height": size, "has_seg": True}).encode(),
+        }
+
+
+def write_synthetic_shards(
+    out_dir: str | Path,
+    train: int = 512,
+    val: int = 64,
+    test: int = 64,
+    size: int = 64,
+    seed: int = 0,
+    max_count: int = 256,
+    progress: bool = True,
+) -> dict[str, WriteSummary]:
+    """Generate the procedural scene set as ``<out_dir>/{train,val,test}-NNNNNN.tar`` plus ``classes.json``.
+
+    Args:
+        out_dir: output folder.
+        train: number of training samples.
+        val: number of validation samples.
+        test: number of test samples.
+        size: square image size in pixels.
+        seed: dataset seed (splits never share a scene).
+        max_count: samples per shard.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        One ``WriteSummary`` per split.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    for split, count in (("train", train), ("val", val), ("test", test)):
+        summary = WriteSummary()
+        if count > 0:
+            writer = _open_writer(out_dir, split, max_count, 1e12)
+            try:
+                for sample in tqdm(
+                    _synthetic_samples(count, size, seed, split), total=count, desc=f"synthetic {split}", unit="img", disable=not progress
+                ):
+                    writer.write(sample)
+                    summary.written += 1
+            finally:
+                _finish(writer, summary, out_dir, split)
+        summaries[split] = summary
+    (out_dir / CLASS_LIST_NAME).write_text(ClassList(tuple(SYNTHETIC_CLASSES), "synthetic").to_json())
+    return summaries
+
+
+def inspect_shards(spec: str | Sequence[str]) -> dict:
+    """Per-shard sample counts and file suffixes, plus the class list (reads tar headers only)."""
+    from datamodules.shard_files import load_class_list  # local: keeps module import light
+
+    files = resolve_shards(spec)
+    report = {"shards": [], "samples": 0, "suffixes": Counter()}
+    for path in files:
+        keys = sample_keys(path)
+        report["shards"].append({"path": path, "samples": len(keys), "bytes": os.path.getsize(path)})
+        report["samples"] += len(keys)
+        import tarfile
+
+        with tarfile.open(path, "r:") as archive:
+            for member in archive:
+                if member.isfile():
+                    report["suffixes"][member.name.rpartition("/")[2].partition(".")[2]] += 1
+    classes = load_class_list(files)
+    report["classes"] = {"source": classes.source, "thing": classes.thing_ids, "stuff": classes.stuff_ids}
+    report["suffixes"] = dict(report["suffixes"])
+    return report
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m datamodules.shards", description="Write and inspect WebDataset shards.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="write shards from an image folder (optional segmentation maps + class list)")
+    w.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    w.add_argument("--out", required=True, help="output folder for <prefix>-NNNNNN.tar and classes.json")
+    w.add_argument("--segmentation", default=None, help="folder of class-id PNGs matched by relative path + stem")
+    w.add_argument("--classes", default=None, help="class list JSON (ids as thing / stuff / ignore)")
+    w.add_argument("--prefix", default="train", help="shard name prefix, e.g. train / val / test")
+    w.add_argument("--max-count", type=int, default=1000, help="max samples per shard")
+    w.add_argument("--max-size-mb", type=float, default=1024.0, help="max shard size in MiB")
+    w.add_argument("--resize", type=int, default=None, help="resize the shorter side to this many pixels")
+    w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    s = sub.add_parser("synthetic", help="generate the procedural synthetic scene set")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--train", type=int, default=512, help="training samples")
+    s.add_argument("--val", type=int, default=64, help="validation samples")
+    s.add_argument("--test", type=int, default=64, help="test samples")
+    s.add_argument("--size", type=int, default=64, help="image size in pixels")
+    s.add_argument("--seed", type=int, default=0, help="dataset seed")
+    s.add_argument("--max-count", type=int, default=256, help="max samples per shard")
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    i = sub.add_parser("inspect", help="print sample counts, file suffixes and the class list of shards")
+    i.add_argument("shards", nargs="+", help="brace pattern, glob or files")
+    return parser
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "write":
+            summary = write_image_folder(
+                args.images, args.out, args.segmentation, args.classes, args.prefix, args.max_count,
+                args.max_size_mb * 2**20, args.resize, not args.no_progress,
+            )
+            print(summary.format())
+        elif args.command == "synthetic":
+            summaries = write_synthetic_shards(
+                args.out, args.train, args.val, args.test, args.size, args.seed, args.max_count, not args.no_progress
+            )
+            for split, summary in summaries.items():
+                print(f"[{split}] {summary.format()}")
+            print(f"class list: {Path(args.out) / CLASS_LIST_NAME}")
+        else:
+            report = inspect_shards(args.shards)
+            for shard in report["shards"]:
+                print(f"{shard['path']}: {shard['samples']} samples, {shard['bytes'] / 2**20:.1f} MiB")
+            print(f"total: {report['samples']} samples in {len(report['shards'])} shard(s)")
+            print(f"files per suffix: {report['suffixes']}")
+            print(f"class list {report['classes']['source']}: thing {report['classes']['thing']}, stuff {report['classes']['stuff']}")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
