@@ -1,0 +1,289 @@
+"""LCG pretraining: the inpainting U-Net and the foreground / background category embeddings.
+
+Trains at one (base) resolution on ShardDataModule batches (``image``, ``mask``, ``mask_type``,
+``category``; docs/conventions.md). Per-sample loss::
+
+    noise_weight * mask-weighted noise loss + l1_weight * L1(x0_pred, image) + sum_k w_k * term_k
+
+where ``term_k`` are the loss-term callbacks in ``trainer.callbacks`` (ctx: ``x0_pred``,
+``target``, ``mask``). Logs ``train/loss``, ``train/noise``, ``train/l1``, ``train/<term>``,
+``val/loss``, ``val/noise``, ``val/l1`` and ``val/loss_<mask type>`` (``val/loss_fg_object``,
+``val/loss_bg_object``, ``val/loss_bg_random``, ``val/loss_bg_replacement``). Validation uses a
+fixed RNG (timesteps and noise seeded per batch) so ``val/loss`` is comparable across epochs.
+
+Its checkpoint (keys ``embedding.*`` and ``denoiser.unet.*``; EMA weights in ``state_dict`` when
+``callbacks.ema.EMA`` is used) is what the C2F stages load through
+:func:`networks.category_embedding.load_lcg_embedding`.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
+
+from diffusion.denoiser import InpaintingDenoiser
+from diffusion.guidance import GuidanceMode, guidance_contexts
+from diffusion.sampling import sample_ddim
+from diffusion.schedules import ScheduleName
+from lightning_modules.loss_term_host import LossTermHost
+from masks.types import MaskType
+from networks.category_embedding import LatentCategoryEmbedding, categories_from_mask_types
+from networks.unet import InpaintingUNet
+
+__all__ = ["LCGPretrainModule", "check_inpainting_batch"]
+
+_RANGE_TOL = 1e-3
+
+
+def check_inpainting_batch(
+    batch: Mapping[str, Any], degenerate_masks: Literal["error", "warn"] = "error", where: str = "batch"
+) -> None:
+    """Validate an inpainting batch (keys ``image``, ``mask``); raise ``ValueError`` naming the fault.
+
+    Checks: ``image`` ``(B, 3, H, W)`` in [-1, 1]; ``mask`` ``(B, 1, H, W)`` of the same size with
+    values in {0, 1}; every mask has at least one hole pixel and one known pixel (an empty mask
+    has nothing to inpaint, a full one no context): ``degenerate_masks="error"`` raises,
+    ``"warn"`` warns and continues.
+    """
+    missing = [k for k in ("image", "mask") if k not in batch]
+    if missing:
+        raise ValueError(f"{where}: missing keys {missing}; got keys {sorted(batch)} (see docs/conventions.md)")
+    image, mask = batch["image"], batch["mask"]
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"{where}: 'image' must be (B, 3, H, W), got {tuple(image.shape)}")
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
+        raise ValueError(
+            f"{where}: 'mask' {tuple(mask.shape)} does not match 'image' {tuple(image.shape)}; masks must be "
+            f"(B, 1, H, W) at the image size (got mask {tuple(mask.shape[-2:])} vs image {tuple(image.shape[-2:])})"
+        )
+    lo, hi = float(image.min()), float(image.max())
+    if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
+        raise ValueError(
+            f"{where}: 'image' values must be in [-1, 1] (docs/conventions.md), got [{lo:.4g}, {hi:.4g}]"
+            + ("; images in [0, 255] must be scaled with x / 127.5 - 1" if hi > 2 else "")
+        )
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{where}: 'mask' values must be 0 or 1 (1 = hole); got values in [{float(mask.min())}, {float(mask.max())}]")
+    hole = mask.flatten(1).mean(dim=1)
+    bad = [(i, "no hole" if float(h) == 0 else "all hole") for i, h in enumerate(hole) if float(h) in (0.0, 1.0)]
+    if bad:
+        keys = batch.get("key")
+        desc = ", ".join(f"#{i}{'' if keys is None else ' ' + repr(keys[i])}: {what}" for i, what in bad[:8])
+        msg = f"{where}: degenerate masks ({desc}); every mask needs hole (1) and known (0) pixels"
+        if degenerate_masks == "error":
+            raise ValueError(msg + " (set degenerate_masks: warn to only warn)")
+        rank_zero_warn(msg)
+
+
+class LCGPretrainModule(LossTermHost, LightningModule):
+    """Trains the inpainting U-Net and the LCG foreground / background embeddings.
+
+    Images are in [-1, 1] (docs/conventions.md); a batch outside that range, a mask that does
+    not match the image size or is not binary raises ``ValueError``. Masks without holes or
+    without known pixels raise too (``degenerate_masks: warn`` only warns).
+
+    Args:
+        unet: the noise-prediction U-Net (``networks.unet.InpaintingUNet``).
+        embedding: the category embedding; its ``dim`` must equal ``unet.context_dim``.
+        schedule: noise schedule (``scaled_linear``, ``linear``, ``cosine``).
+        num_train_timesteps: training timesteps ``T``.
+        hole_weight: noise-loss weight of hole pixels.
+        known_weight: noise-loss weight of known pixels.
+        noise_weight: weight of the mask-weighted noise loss in the total.
+        l1_weight: weight of the image L1 on the predicted x0.
+        guidance: ``"fg_bg"`` (PixelHacker, ``eps_bg + s (eps_fg - eps_bg)``) or ``"null"`` (learned
+            null tokens, condition dropout, ``eps_null + s (eps_c - eps_null)``).
+        cond_drop_prob: probability of replacing a sample's tokens by the null tokens in training;
+            None means 0.1 with ``guidance="null"``; must be None or 0 with ``"fg_bg"``.
+        guidance_scale: CFG gain ``s`` used for the logged samples.
+        sample_steps: DDIM steps for the logged samples.
+        sample_eta: DDIM eta for the logged samples.
+        degenerate_masks: ``"error"`` or ``"warn"`` on masks with no hole or no known pixel.
+        val_seed: seed of the validation timesteps/noise and of the logged samples.
+        optimizer: optimizer factory (``OptimizerCallable``), e.g. AdamW with its lr.
+    """
+
+    def __init__(
+        self,
+        unet: InpaintingUNet,
+        embedding: LatentCategoryEmbedding,
+        schedule: ScheduleName = "scaled_linear",
+        num_train_timesteps: int = 1000,
+        hole_weight: float = 1.0,
+        known_weight: float = 0.1,
+        noise_weight: float = 1.0,
+        l1_weight: float = 0.1,
+        guidance: GuidanceMode = "fg_bg",
+        cond_drop_prob: float | None = None,
+        guidance_scale: float = 4.5,
+        sample_steps: int = 50,
+        sample_eta: float = 0.0,
+        degenerate_masks: Literal["error", "warn"] = "error",
+        val_seed: int = 0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["unet", "embedding", "optimizer"])
+        if embedding.dim != unet.context_dim:
+            raise ValueError(
+                f"LCGPretrainModule: embedding.dim={embedding.dim} must equal unet.context_dim={unet.context_dim}"
+            )
+        if guidance not in ("fg_bg", "null"):
+            raise ValueError(f"LCGPretrainModule: guidance must be 'fg_bg' or 'null', got {guidance!r}")
+        if guidance == "null":
+            if not embedding.has_null:
+                raise ValueError("LCGPretrainModule: guidance='null' needs embedding.null_embedding=true")
+            cond_drop_prob = 0.1 if cond_drop_prob is None else cond_drop_prob
+            if not 0 < cond_drop_prob < 1:
+                raise ValueError(f"LCGPretrainModule: cond_drop_prob must be in (0, 1) with guidance='null', got {cond_drop_prob}")
+        else:
+            if cond_drop_prob:
+                raise ValueError(
+                    f"LCGPretrainModule: cond_drop_prob={cond_drop_prob} has no effect with guidance='fg_bg' "
+                    "(no null tokens); remove it or use guidance='null'"
+                )
+            cond_drop_prob = 0.0
+        if degenerate_masks not in ("error", "warn"):
+            raise ValueError(f"LCGPretrainModule: degenerate_masks must be 'error' or 'warn', got {degenerate_masks!r}")
+        self.denoiser = InpaintingDenoiser(unet, schedule, num_train_timesteps, hole_weight, known_weight)
+        self.embedding = embedding
+        self.noise_weight, self.l1_weight = noise_weight, l1_weight
+        self.guidance, self.cond_drop_prob, self.guidance_scale = guidance, cond_drop_prob, guidance_scale
+        self.sample_steps, self.sample_eta = sample_steps, sample_eta
+        self.degenerate_masks, self.val_seed = degenerate_masks, val_seed
+        self.optimizer_factory = optimizer
+        self._val_sums: torch.Tensor | None = None
+        self._val_counts: torch.Tensor | None = None
+
+    # ---------------------------------------------------------------- helpers
+    def _categories(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        if "category" in batch:
+            return batch["category"].long()
+        if "mask_type" in batch:
+            return categories_from_mask_types(batch["mask_type"].long())
+        raise ValueError(f"batch needs 'category' or 'mask_type'; got keys {sorted(batch)}")
+
+    def _check(self, batch: Mapping[str, Any], where: str) -> None:
+        check_inpainting_batch(batch, self.degenerate_masks, where)
+        f = self.denoiser.unet.downsample_factor
+        h, w = batch["image"].shape[-2:]
+        if h % f or w % f:
+            raise ValueError(
+                f"{where}: image size {h}x{w} is not divisible by the U-Net's downsampling factor {f}; "
+                "set data resolution to a multiple of it or change unet.channel_mults"
+            )
+
+    def _losses(
+        self, batch: Mapping[str, Any], generator: torch.Generator | None, drop: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, mask = batch["image"], batch["mask"]
+        b = image.shape[0]
+        context = self.embedding.tokens(self._categories(batch))
+        if drop and self.cond_drop_prob > 0:
+            dropped = torch.rand(b, device=image.device) < self.cond_drop_prob
+            context = torch.where(dropped[:, None, None], self.embedding.null(b).to(context.dtype), context)
+        t = noise = None
+        if generator is not None:
+            t = torch.randint(0, self.denoiser.num_train_timesteps, (b,), generator=generator).to(image.device)
+            noise = torch.randn(image.shape, generator=generator).to(image.device, image.dtype)
+        out = self.denoiser.loss(image, mask, context, t=t, noise=noise)
+        per_sample = self.noise_weight * out["noise"] + self.l1_weight * out["l1"]
+        terms = {"noise": out["noise"], "l1": out["l1"]}
+        extra = self.extra_loss_terms({"x0_pred": out["x0_pred"], "target": image, "mask": mask})
+        for name, (weight, value) in extra.items():
+            per_sample = per_sample + weight * value
+            terms[name] = value
+        return per_sample, terms
+
+    # ---------------------------------------------------------------- steps
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        self._check(batch, "training batch")
+        per_sample, terms = self._losses(batch, None, drop=True)
+        b = per_sample.shape[0]
+        loss = per_sample.mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.mean(), batch_size=b)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(len(MaskType), device=self.device, dtype=torch.float64)
+        self._val_counts = torch.zeros(len(MaskType), device=self.device, dtype=torch.float64)
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        self._check(batch, "validation batch")
+        generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
+        per_sample, terms = self._losses(batch, generator, drop=False)
+        b = per_sample.shape[0]
+        loss = per_sample.mean()
+        self.log("val/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
+        for name, value in terms.items():
+            self.log(f"val/{name}", value.mean(), batch_size=b, sync_dist=True)
+        if "mask_type" in batch and self._val_sums is not None:
+            mt = batch["mask_type"].long().to(self.device)
+            self._val_sums.index_add_(0, mt, per_sample.detach().double())
+            self._val_counts.index_add_(0, mt, torch.ones_like(per_sample, dtype=torch.float64))
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_sums is None:
+            return
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        counts = self.trainer.strategy.reduce(self._val_counts, reduce_op="sum")
+        for mt in MaskType:
+            if counts[mt] > 0:
+                self.log(f"val/loss_{mt.name.lower()}", (sums[mt] / counts[mt]).float(), sync_dist=False)
+        self._val_sums = self._val_counts = None
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def inpaint(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        category: torch.Tensor,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """DDIM inpainting with CFG (this module's guidance mode); known pixels kept exactly.
+
+        Args:
+            image: ``(B, 3, H, W)`` in [-1, 1].
+            mask: ``(B, 1, H, W)``, 1 = hole.
+            category: ``(B,)`` category ids (used by ``guidance="null"``).
+            steps, guidance_scale, eta: override ``sample_steps`` / ``guidance_scale`` / ``sample_eta``.
+            generator: RNG on ``image``'s device.
+        """
+        masked = image * (1 - mask)
+        cond, uncond = guidance_contexts(self.embedding, category.to(image.device), self.guidance)
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+
+        def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.denoiser.forward_with_cond_scale(x, t, masked, mask, cond, uncond, scale)
+
+        return sample_ddim(
+            eps_fn, image, mask, self.denoiser.alphas_cumprod,
+            self.sample_steps if steps is None else steps,
+            self.sample_eta if eta is None else eta,
+            generator=generator,
+        )
+
+    def log_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """``{"inpainting": masked input | output | target}`` side by side, ``(B, 3, H, 3W)`` in [-1, 1].
+
+        The masked input shows holes in white. Sampling uses a fixed seed (``val_seed``).
+        """
+        self._check(batch, "log_images batch")
+        image, mask = batch["image"], batch["mask"]
+        generator = torch.Generator(device=image.device).manual_seed(self.val_seed)
+        out = self.inpaint(image, mask, self._categories(batch), generator=generator)
+        shown = torch.where(mask > 0.5, torch.ones_like(image), image)
+        return {"inpainting": torch.cat([shown, out, image], dim=-1)}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())
