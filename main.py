@@ -16,18 +16,18 @@ See docs/scaling.md.
 from __future__ import annotations
 
 import datetime
-import inspect
 import netrc
 import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from importlib.metadata import version as _package_version
 from urllib.parse import urlparse
 
 import torch
 import yaml
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import Namespace
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -40,10 +40,9 @@ from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
 CONFIG_SNAPSHOT = "config.yaml"
 # Keys that legitimately change between a run and its resumption (not reported as differences).
 _RESUME_IGNORED_KEYS = ("config", "ckpt_path")
+_jsonargparse_version = tuple(int(p) for p in _package_version("jsonargparse").split(".")[:2])
 # Keep None values in dumps (jsonargparse renamed skip_none to skip_unset in 4.49).
-_KEEP_NONE = (
-    {"skip_unset": False} if "skip_unset" in inspect.signature(ArgumentParser.dump).parameters else {"skip_none": False}
-)
+_KEEP_NONE = {"skip_unset": False} if _jsonargparse_version >= (4, 49) else {"skip_none": False}
 
 
 class SlurmTaskMismatchError(ValueError):
