@@ -1,0 +1,1 @@
+"""SLURM job templates (``slurm/*.sbatch``) and ``python -m slurm.submit``; see docs/scaling.md."""
