@@ -383,3 +383,12 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def __getattr__(name: str):
+    """``datamodules.shards.ShardDataModule`` (the name docs/conventions.md uses) without importing Lightning for the CLI."""
+    if name == "ShardDataModule":
+        from datamodules.shard_datamodule import ShardDataModule
+
+        return ShardDataModule
+    raise AttributeError(f"module 'datamodules.shards' has no attribute {name!r}")
