@@ -1,0 +1,226 @@
+"""InpaintingEvaluator: FID / LPIPS / PSNR / SSIM of any inpainter over a fixed evaluation set (``test``).
+
+    python -m main test --config configs/eval/places2_mat_large.yaml --ckpt_path runs/c2f/.../last.ckpt
+
+``--ckpt_path`` is the *inpainter's* checkpoint: a Lightning checkpoint of the training module
+(C2F), of a previous evaluator, or an official one with a ``state_dict`` (LaMa's ``best.ckpt``).
+Lightning hands it to :meth:`InpaintingEvaluator.on_load_checkpoint`, which takes the inpainter's
+weights out of it (:func:`evaluation.inpainter_checkpoint.inpainter_state_from_checkpoint`) and
+keeps the evaluator's own metric networks. Inpainters that take a ``checkpoint`` init argument
+(e.g. ``inpainters.lama.LamaInpainter``) can instead load their weights themselves; then leave
+``--ckpt_path`` out.
+
+Outputs (rank 0), in ``report_dir`` (default ``<trainer.log_dir>/eval``): ``report.json``,
+``report.csv``, ``per_image.csv`` (:mod:`evaluation.report`) and ``samples_XX.png`` grids
+(rows of masked input | inpainted | original). Logged: ``test/fid``, ``test/lpips``,
+``test/psnr``, ``test/ssim``, ``test/num_images``.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchvision.utils import make_grid, save_image
+
+from evaluation.feature_extractors import InceptionFeatures
+from evaluation.inpainter_checkpoint import inpainter_state_from_checkpoint
+from evaluation.metrics import InpaintingMetrics
+from evaluation.report import PAPER_BENCHMARKS, write_report
+from evaluation.weights import build_lpips
+
+__all__ = ["InpaintingEvaluator"]
+
+
+class InpaintingEvaluator(LightningModule):
+    """Evaluate an inpainter (``forward(image, mask) -> image``, [-1, 1], hole = 1) with FID, LPIPS, PSNR, SSIM.
+
+    Expects batches with ``image`` ``(B,3,H,W)``, ``mask`` ``(B,1,H,W)`` and ``key`` (list of str),
+    e.g. from :class:`datamodules.eval_data.EvalDataModule`, where every sample is seen exactly once
+    over all ranks. The output is composited with the known pixels before scoring. Figures are
+    reduced over all ranks; the per-image rows are gathered to rank 0, which checks that no sample
+    was evaluated twice.
+
+    Args:
+        inpainter: the inpainter to evaluate (any ``nn.Module`` with ``forward(image, mask) -> image``,
+            e.g. ``inpainters.lama.LamaInpainter`` or the C2F wrapper in ``inpainters/``).
+        name: label of the inpainter in the report (default: its class name).
+        benchmark: which column of the seed paper's table this protocol reproduces
+            (``places2_mat_large``, ``places2_mat_small``, ``celebahq``) so the report carries the
+            reference rows; ``None`` for other protocols.
+        fid_features: FID feature extractor (uint8 images in, ``(N, num_features)`` out);
+            ``None`` = the standard InceptionV3 pool3 features read from ``weights_dir``.
+            Tests / CI use ``evaluation.feature_extractors.RandomConvFeatures``.
+        lpips_net: LPIPS backbone: ``alex`` (standard for inpainting papers), ``vgg`` or ``squeeze``.
+        lpips_pretrained_backbone: ``False`` uses a random backbone (tests / CI only; the LPIPS
+            values are then not comparable to any paper).
+        weights_dir: directory of the metric weight files; ``None`` = ``$TORCH_HOME/hub/checkpoints``
+            (see ``docs/evaluation.md`` for the exact files).
+        checkpoint_prefix: prefix of the inpainter's keys in ``--ckpt_path``'s ``state_dict``;
+            ``None`` finds it (see ``evaluation/inpainter_checkpoint.py``).
+        num_grid_images: how many images (from rank 0's first batches) go into sample grids.
+        grid_rows_per_file: images per grid PNG.
+        report_dir: where the report is written; ``None`` = ``<trainer.log_dir>/eval``.
+        seed: base seed of the inpainter's randomness; each batch is seeded from it and the batch's
+            sample keys, so a diffusion inpainter draws the same noise for the same batch every run.
+    """
+
+    def __init__(
+        self,
+        inpainter: nn.Module,
+        name: str | None = None,
+        benchmark: str | None = None,
+        fid_features: nn.Module | None = None,
+        lpips_net: str = "alex",
+        lpips_pretrained_backbone: bool = True,
+        weights_dir: str | None = None,
+        checkpoint_prefix: str | None = None,
+        num_grid_images: int = 8,
+        grid_rows_per_file: int = 4,
+        report_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if benchmark is not None and benchmark not in PAPER_BENCHMARKS:
+            raise ValueError(
+                f"InpaintingEvaluator: benchmark={benchmark!r} is not a column of the paper's table "
+                f"{PAPER_BENCHMARKS}; use one of them or null"
+            )
+        if num_grid_images < 0 or grid_rows_per_file < 1:
+            raise ValueError("InpaintingEvaluator: num_grid_images must be >= 0 and grid_rows_per_file >= 1")
+        self.inpainter = inpainter
+        self.name = name or type(inpainter).__name__
+        self.benchmark = benchmark
+        if fid_features is None:
+            fid_features = InceptionFeatures(2048, weights_dir)
+        self.metrics = InpaintingMetrics(fid_features, build_lpips(lpips_net, lpips_pretrained_backbone, weights_dir))
+        inception_pool3 = isinstance(fid_features, InceptionFeatures) and fid_features.num_features == 2048
+        self.comparable_to_paper = inception_pool3 and lpips_pretrained_backbone and lpips_net == "alex"
+        self.settings: dict[str, Any] = {
+            "fid_features": f"{type(fid_features).__name__}({fid_features.num_features})",
+            "lpips_net": lpips_net,
+            "lpips_pretrained_backbone": lpips_pretrained_backbone,
+            "checkpoint_prefix": checkpoint_prefix,
+            "seed": seed,
+        }
+        self.checkpoint_prefix = checkpoint_prefix
+        self.num_grid_images = num_grid_images
+        self.grid_rows_per_file = grid_rows_per_file
+        self.report_dir = report_dir
+        self.seed = seed
+        self._rows: list[dict[str, Any]] = []
+        self._grid_images: list[torch.Tensor] = []
+
+    # ----------------------------------------------------------------- checkpoint
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Replace the checkpoint's weights by ``{this module's weights, inpainter weights from the checkpoint}``."""
+        trainer = self._trainer
+        source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else "--ckpt_path"
+        state = inpainter_state_from_checkpoint(checkpoint, self.inpainter, self.checkpoint_prefix, source=source)
+        full = self.state_dict()
+        full.update({f"inpainter.{k}": v for k, v in state.items()})
+        checkpoint["state_dict"] = full
+        self.settings["checkpoint"] = source
+
+    # ----------------------------------------------------------------- test loop
+    def on_test_epoch_start(self) -> None:
+        self.metrics.reset()
+        self._rows, self._grid_images = [], []
+        self.inpainter.eval()
+
+    def _batch_seed(self, keys: list[str]) -> int:
+        digest = hashlib.blake2b(f"{self.seed}|{'|'.join(keys)}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") >> 1
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        image, mask, keys = batch["image"], batch["mask"], list(batch["key"])
+        torch.manual_seed(self._batch_seed(keys))
+        hole = (mask > 0.5).to(image.dtype)
+        out = self.inpainter(image, hole)
+        if out.shape != image.shape:
+            raise RuntimeError(
+                f"{self.name} returned shape {tuple(out.shape)} for input {tuple(image.shape)}; "
+                "an inpainter must return an image of the input's shape"
+            )
+        out = torch.where(hole > 0.5, out.float().clamp(-1, 1), image.float())
+        per_image = self.metrics.update(out, image.float())
+        ratios = hole.flatten(1).mean(1)
+        for i, key in enumerate(keys):
+            self._rows.append({
+                "key": key,
+                "hole_ratio": float(ratios[i]),
+                **{name: float(values[i]) for name, values in per_image.items()},
+            })
+        if self.global_rank == 0 and len(self._grid_images) < self.num_grid_images:
+            take = min(self.num_grid_images - len(self._grid_images), image.shape[0])
+            for i in range(take):
+                masked = image[i] * (1 - hole[i])
+                self._grid_images.append(torch.stack([masked, out[i], image[i]]).float().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        figures = self.metrics.compute()
+        rows = self._gather_rows()
+        num_images = len(rows)
+        for key, value in figures.items():
+            self.log(f"test/{key}", value, sync_dist=False, rank_zero_only=False)
+        self.log("test/num_images", float(num_images))
+        if self.global_rank != 0:
+            return
+        keys = [r["key"] for r in rows]
+        if len(set(keys)) != len(keys):
+            dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
+            raise RuntimeError(
+                f"samples evaluated more than once (e.g. {dup}): the test dataloader repeats samples across ranks. "
+                "Use datamodules.eval_data.EvalDataModule (disjoint per-rank slices) or set "
+                "trainer.use_distributed_sampler=false with a rank-aware dataset."
+            )
+        out_dir = self._report_dir()
+        settings = dict(self.settings)
+        dm = getattr(self.trainer, "datamodule", None)
+        describe = getattr(dm, "describe", None)
+        if callable(describe):
+            settings["data"] = describe()
+        mask_protocol = settings.get("data", {}).get("masks") if isinstance(settings.get("data"), dict) else None
+        write_report(
+            out_dir,
+            name=self.name,
+            figures=figures,
+            num_images=num_images,
+            benchmark=self.benchmark,
+            mask_protocol=mask_protocol,
+            settings=settings,
+            comparable_to_paper=self.comparable_to_paper,
+            per_image=sorted(rows, key=lambda r: r["key"]),
+        )
+        self._write_grids(out_dir)
+
+    # ----------------------------------------------------------------- helpers
+    def _gather_rows(self) -> list[dict[str, Any]]:
+        if self.trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
+            dist.all_gather_object(gathered, self._rows)
+            return [row for part in gathered for row in part]
+        return list(self._rows)
+
+    def _report_dir(self) -> Path:
+        if self.report_dir is not None:
+            return Path(self.report_dir)
+        log_dir = self.trainer.log_dir if self.trainer is not None else None
+        return Path(log_dir or self.trainer.default_root_dir) / "eval"
+
+    def _write_grids(self, out_dir: Path) -> None:
+        per_file = self.grid_rows_per_file
+        for index in range(math.ceil(len(self._grid_images) / per_file)):
+            triplets = self._grid_images[index * per_file:(index + 1) * per_file]
+            tiles = torch.cat(triplets)  # (3 * n, 3, H, W): masked | inpainted | original per row
+            grid = make_grid((tiles.clamp(-1, 1) + 1) / 2, nrow=3, padding=2, pad_value=1.0)
+            save_image(grid, out_dir / f"samples_{index:02d}.png")
+
+    def configure_optimizers(self) -> None:
+        """Evaluation only: nothing is trained."""
+        return None
