@@ -15,7 +15,9 @@ See docs/scaling.md.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import netrc
 import os
 import sys
@@ -121,12 +123,13 @@ def pin_slurm_run(cfg: Namespace, job_tag: str, cluster: str | None = None) -> P
         args = entry.get("init_args") or Namespace()
         entry.init_args = args
         if entry.class_path.endswith("WandbLogger"):
-            if args.get("id") is None and args.get("version") is None:
+            # A sweep agent (or the user) names the run through WANDB_RUN_ID: keep it.
+            if args.get("id") is None and args.get("version") is None and not os.environ.get("WANDB_RUN_ID"):
                 args.id = f"slurm-{cluster}-{job_tag}" if cluster else f"slurm-{job_tag}"
             if args.get("resume") is None:
                 args.resume = "allow"
             name = args.get("project") or os.environ.get("WANDB_PROJECT", "lightning_logs")
-            version = args.get("id") or args.get("version")
+            version = args.get("id") or args.get("version") or os.environ.get("WANDB_RUN_ID")
             save_dir = args.get("save_dir") or "."
         elif "version" in args or entry.class_path.endswith(("CSVLogger", "TensorBoardLogger")):
             if args.get("version") is None:
@@ -306,20 +309,10 @@ class RestoreLabCLI(LightningCLI):
             ) from err
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
-    """Build (and by default run) the CLI.
-
-    Args:
-        args: Replaces ``sys.argv[1:]`` (tests and ``sweeps.check`` pass a list).
-        run: Run the subcommand; ``False`` only parses and instantiates (then ``args`` has no
-            subcommand).
-
-    Returns:
-        The CLI object (``.config``, ``.model``, ``.datamodule``, ``.trainer``).
-    """
-    return RestoreLabCLI(
-        LightningModule,
-        LightningDataModule,
+def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
+    return dict(
+        model_class=LightningModule,
+        datamodule_class=LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_defaults={
@@ -335,6 +328,65 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
         args=args,
         run=run,
     )
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
+    """Build (and by default run) the CLI.
+
+    Args:
+        args: Replaces ``sys.argv[1:]`` (tests pass a list).
+        run: Run the subcommand; ``False`` only parses and instantiates (then ``args`` has no
+            subcommand).
+
+    Returns:
+        The CLI object (``.config``, ``.model``, ``.datamodule``, ``.trainer``).
+    """
+    return RestoreLabCLI(**_cli_kwargs(args, run))
+
+
+class ConfigError(ValueError):
+    """A command line / config that the CLI parser rejects; the message is jsonargparse's."""
+
+
+class _Parsed(Exception):
+    def __init__(self, config: Namespace) -> None:
+        super().__init__("parsed")
+        self.config = config
+
+
+class _ParseOnlyCLI(RestoreLabCLI):
+    def before_instantiate_classes(self) -> None:
+        raise _Parsed(self.config)
+
+
+def parse_config(args: list[str]) -> Namespace:
+    """Parse and type-check a command line exactly as ``python -m main`` would, building nothing.
+
+    No model, data or trainer is instantiated, no file written, nothing downloaded: used by
+    ``sweeps.check`` and the tests to validate argument lists cheaply.
+
+    Args:
+        args: The arguments after ``python -m main``, starting with the subcommand
+            (e.g. ``["fit", "--config", "configs/x.yaml", "--model.init_args.lr=1e-4"]``).
+
+    Returns:
+        The parsed config (``Namespace``) of the whole command, subcommand included.
+
+    Raises:
+        ConfigError: The parser rejected the arguments (unknown key, wrong type, missing file);
+            the message is the parser's, which names the key at fault.
+    """
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            _ParseOnlyCLI(**_cli_kwargs(list(args), run=True))
+    except _Parsed as done:
+        return done.config
+    except SystemExit as exit_:
+        message = captured.getvalue().strip() or f"the parser exited with status {exit_.code}"
+        message = message[message.find("error:") :] if "error:" in message else message  # drop the usage
+        raise ConfigError(message) from None
+    raise ConfigError(f"{' '.join(args)}: no subcommand was run (pass fit, validate, test or predict first)")
 
 
 if __name__ == "__main__":
