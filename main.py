@@ -391,7 +391,7 @@ def parse_config(args: list[str]) -> Namespace:
 
 if __name__ == "__main__":
     try:
-        cli_main(sys.argv[1:] if len(sys.argv) > 1 else None)
+        cli_main()
     except SlurmTaskMismatchError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

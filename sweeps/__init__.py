@@ -1,0 +1,1 @@
+"""W&B sweep definitions (``sweeps/*.yaml``) and their offline checker ``python -m sweeps.check``."""
