@@ -30,6 +30,7 @@ def resolve_shards(spec: str | Sequence[str], what: str = "shards") -> list[str]
         raise FileNotFoundError(f"no {what} given; pass a brace pattern, a glob or a list of .tar files")
     files: list[str] = []
     for item in specs:
+        missing: list[str] = []
         for expanded in braceexpand.braceexpand(str(item)):
             if glob.has_magic(expanded):
                 matches = sorted(glob.glob(expanded))
@@ -39,13 +40,16 @@ def resolve_shards(spec: str | Sequence[str], what: str = "shards") -> list[str]
                         f"`python -m datamodules.shards write ...` (or `... synthetic --out DIR` for the synthetic set)"
                     )
                 files.extend(matches)
-            elif not os.path.isfile(expanded):
-                raise FileNotFoundError(
-                    f"{what}: shard file {expanded!r} does not exist (from {item!r}); check the path / brace range, or "
-                    f"write the shards with `python -m datamodules.shards write ...`"
-                )
-            else:
+            elif os.path.isfile(expanded):
                 files.append(expanded)
+            else:
+                missing.append(expanded)
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise FileNotFoundError(
+                f"{what}: {len(missing)} shard file(s) of {item!r} do not exist: {shown}; check the path / brace range, "
+                f"or write the shards with `python -m datamodules.shards write ...`"
+            )
     return files
 
 
