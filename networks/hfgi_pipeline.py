@@ -136,8 +136,12 @@ class HFGIPipeline(nn.Module):
         fusion_layer: int = 7,
         resolution: int = 256,
         randomize_noise: bool = False,
+        style_dim: int = 512,
+        n_mlp: int = 8,
+        channel_multiplier: int = 2,
+        max_channels: int | None = None,
     ) -> "HFGIPipeline":
-        """Official-architecture pipeline (style_dim 512, 8 mapping layers, multiplier 2) from files.
+        """Pipeline built with :meth:`build` (official architecture by default) and loaded from files.
 
         ``hfgi`` (``ckpt.pt``) provides everything. Otherwise ``e4e`` (``e4e_ffhq_encode.pt``)
         provides encoder, generator and latent_avg, and E_c / ADA start from random init (the
@@ -146,27 +150,61 @@ class HFGIPipeline(nn.Module):
         """
         if hfgi is None and e4e is None and stylegan2 is None:
             raise ValueError("from_checkpoints needs at least one of hfgi=, e4e=, stylegan2=")
-        pipe = cls.build(size=size, fusion_layer=fusion_layer, resolution=resolution, randomize_noise=randomize_noise)
+        pipe = cls.build(
+            size=size,
+            style_dim=style_dim,
+            n_mlp=n_mlp,
+            channel_multiplier=channel_multiplier,
+            max_channels=max_channels,
+            fusion_layer=fusion_layer,
+            resolution=resolution,
+            randomize_noise=randomize_noise,
+        )
+        pipe.load_official(hfgi=hfgi, e4e=e4e, stylegan2=stylegan2)
+        return pipe
+
+    def load_official(
+        self, hfgi: PathLike | None = None, e4e: PathLike | None = None, stylegan2: PathLike | None = None
+    ) -> None:
+        """Load official files into this pipeline in place (same rules as :meth:`from_checkpoints`)."""
         latent_avg = None
         if hfgi is not None:
-            latent_avg = load_hfgi(hfgi, pipe.encoder, pipe.generator, pipe.consultation, pipe.aligner)
+            latent_avg = load_hfgi(hfgi, self.encoder, self.generator, self.consultation, self.aligner)
         elif e4e is not None:
-            latent_avg = load_e4e(e4e, pipe.encoder, pipe.generator)
+            latent_avg = load_e4e(e4e, self.encoder, self.generator)
         if stylegan2 is not None:
-            g_avg = load_stylegan2(stylegan2, pipe.generator)
+            g_avg = load_stylegan2(stylegan2, self.generator)
             latent_avg = latent_avg if latent_avg is not None else g_avg
         if latent_avg is not None:
-            pipe.latent_avg.copy_(latent_avg)
-        return pipe
+            self.latent_avg.copy_(latent_avg)
 
     @classmethod
     def from_hfgi_checkpoint(
-        cls, path: PathLike, resolution: int = 256, fusion_layer: int = 7, randomize_noise: bool = False
+        cls,
+        path: PathLike,
+        resolution: int = 256,
+        fusion_layer: int = 7,
+        randomize_noise: bool = False,
+        style_dim: int = 512,
+        n_mlp: int = 8,
+        channel_multiplier: int = 2,
+        max_channels: int | None = None,
     ) -> "HFGIPipeline":
-        """Pipeline from one official HFGI checkpoint; the generator size is read from the file."""
+        """Pipeline from one official HFGI ``ckpt.pt``; the generator size is read from the file.
+
+        The other architecture arguments default to the official FFHQ model (see :meth:`build`).
+        """
         size = generator_size_of(path, "hfgi") or 1024
         return cls.from_checkpoints(
-            hfgi=path, size=size, fusion_layer=fusion_layer, resolution=resolution, randomize_noise=randomize_noise
+            hfgi=path,
+            size=size,
+            fusion_layer=fusion_layer,
+            resolution=resolution,
+            randomize_noise=randomize_noise,
+            style_dim=style_dim,
+            n_mlp=n_mlp,
+            channel_multiplier=channel_multiplier,
+            max_channels=max_channels,
         )
 
     # ----------------------------------------------------------------- properties
@@ -220,7 +258,10 @@ class HFGIPipeline(nn.Module):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """High-fidelity HFGI reconstruction ``(B, 3, size, size)`` of images ``x``."""
-        w = self.invert(x)
+        return self.reconstruct_from_latents(x, self.invert(x))
+
+    def reconstruct_from_latents(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """As :meth:`reconstruct` with precomputed inversion ``w``."""
         res, lo = self.distortion(x, w)
         _, conditions = self.consult(res, lo)
         return self.synthesize(w, conditions)
