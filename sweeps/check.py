@@ -11,6 +11,7 @@ type, a missing ``--config`` file, a metric that is not a ``val/``/``train/``/``
 from __future__ import annotations
 
 import argparse
+import logging
 import itertools
 import sys
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", help="sweep YAML files")
     options = parser.parse_args(argv)
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # "Seed set to 0" per run
     status = 0
     for path in options.sweeps:
         try:
