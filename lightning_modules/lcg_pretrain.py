@@ -126,7 +126,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["unet", "embedding", "optimizer"])
+        self.save_hyperparameters(ignore=["optimizer"])
         if embedding.dim != unet.context_dim:
             raise ValueError(
                 f"LCGPretrainModule: embedding.dim={embedding.dim} must equal unet.context_dim={unet.context_dim}"
