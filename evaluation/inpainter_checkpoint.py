@@ -7,9 +7,10 @@ weights in it:
 
 1. if the inpainter defines ``state_dict_from_checkpoint(checkpoint) -> state_dict`` (e.g. to pick
    EMA weights out of a training checkpoint), that is used;
-2. otherwise the inpainter's own keys are looked up under one prefix of the checkpoint's
-   ``state_dict``: the given ``prefix``, else the unique prefix under which *every* inpainter key
-   exists (``""``, ``"inpainter."`` for an evaluator checkpoint, ``"model."``, ``"generator."``'s
+2. otherwise the inpainter's own keys (or, for a wrapper that keeps the trained module in one
+   attribute such as ``C2FInpainter.model``, its keys without that leading component) are looked
+   up under one prefix of the checkpoint's ``state_dict``: the given ``prefix``, else the unique
+   prefix under which *every* inpainter key exists (``""``, ``"inpainter."`` for an evaluator checkpoint, ``"model."``, ``"generator."``'s
    parent for LaMa's ``best.ckpt``, ...). Extra keys (discriminators, losses, optimiser-only
    parts) are ignored; a missing key or an ambiguous prefix is an error that says what to set.
 """
@@ -56,19 +57,36 @@ def inpainter_state_from_checkpoint(
                 f"{list(state)[:5]}. Set the evaluator's checkpoint_prefix to the right prefix."
             )
         return {k: state[prefix + k] for k in wanted}
-    anchor = wanted[0]
-    candidates = sorted({key[: len(key) - len(anchor)] for key in state if key.endswith(anchor)})
-    candidates = [p for p in candidates if p == "" or p.endswith(".")]
-    matching = [p for p in candidates if all(p + k in state for k in wanted)]
+    # The inpainter may hold the trained module one level down (``C2FInpainter.model``): also try its
+    # keys with their common leading components stripped.
+    strips = [""]
+    parts = wanted[0].split(".")
+    for depth in range(1, len(parts)):
+        lead = ".".join(parts[:depth]) + "."
+        if all(k.startswith(lead) for k in wanted):
+            strips.append(lead)
+    # the least stripping that matches wins (every wrapper level below would match as well)
+    matching: list[tuple[str, str]] = []
+    for strip in strips:
+        inner = [k[len(strip):] for k in wanted]
+        anchor = inner[0]
+        candidates = sorted({key[: len(key) - len(anchor)] for key in state if key.endswith(anchor)})
+        for p in candidates:
+            if (p == "" or p.endswith(".")) and all(p + k in state for k in inner):
+                matching.append((p, strip))
+        if matching:
+            break
     if len(matching) == 1:
-        return {k: state[matching[0] + k] for k in wanted}
+        p, strip = matching[0]
+        return {k: state[p + k[len(strip):]] for k in wanted}
     if not matching:
         raise KeyError(
             f"{source}: no prefix holds all {len(wanted)} keys of {type(inpainter).__name__} "
-            f"(first key {anchor!r}; checkpoint keys look like {list(state)[:5]}). The checkpoint belongs to "
+            f"(first key {wanted[0]!r}; checkpoint keys look like {list(state)[:5]}). The checkpoint belongs to "
             "another architecture or configuration: check the inpainter's config, or set checkpoint_prefix."
         )
     raise KeyError(
-        f"{source}: the weights of {type(inpainter).__name__} exist under several prefixes {matching}; "
-        "set the evaluator's checkpoint_prefix to the one to evaluate (e.g. the EMA copy)."
+        f"{source}: the weights of {type(inpainter).__name__} exist under several prefixes "
+        f"{sorted(p for p, _ in matching)}; set the evaluator's checkpoint_prefix to the one to evaluate "
+        "(e.g. the EMA copy)."
     )

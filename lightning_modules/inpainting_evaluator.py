@@ -2,13 +2,20 @@
 
     python -m main test --config configs/eval/places2_mat_large.yaml --ckpt_path runs/c2f/.../last.ckpt
 
-``--ckpt_path`` is the *inpainter's* checkpoint: a Lightning checkpoint of the training module
-(C2F), of a previous evaluator, or an official one with a ``state_dict`` (LaMa's ``best.ckpt``).
-Lightning hands it to :meth:`InpaintingEvaluator.on_load_checkpoint`, which takes the inpainter's
-weights out of it (:func:`evaluation.inpainter_checkpoint.inpainter_state_from_checkpoint`) and
-keeps the evaluator's own metric networks. Inpainters that take a ``checkpoint`` init argument
-(e.g. ``inpainters.lama.LamaInpainter``) can instead load their weights themselves; then leave
-``--ckpt_path`` out.
+``--ckpt_path`` is the *inpainter's* checkpoint. Lightning hands it to
+:meth:`InpaintingEvaluator.on_load_checkpoint` before testing, which uses it in one of two ways:
+
+- ``model.init_args.inpainter: null`` (the ``configs/eval/*`` default): the inpainter is built from
+  the file, ``ckpt_inpainter_class(checkpoint=<ckpt_path>, **ckpt_inpainter_args)`` -- by default
+  ``inpainters.c2f.C2FInpainter``, which rebuilds the C2F model from the hyper-parameters stored in
+  its training checkpoint.
+- an inpainter configured in ``model.init_args.inpainter``: its weights are taken out of the
+  checkpoint's ``state_dict`` (:func:`evaluation.inpainter_checkpoint.inpainter_state_from_checkpoint`:
+  a training module's checkpoint, a previous evaluator's, or an official Lightning one).
+
+The evaluator's own metric networks are never read from the checkpoint. Inpainters with a
+``checkpoint`` init argument (``inpainters.lama.LamaInpainter``, ``inpainters.c2f.C2FInpainter``)
+can also load their weights themselves; then leave ``--ckpt_path`` out.
 
 Outputs (rank 0), in ``report_dir`` (default ``<trainer.log_dir>/eval``): ``report.json``,
 ``report.csv``, ``per_image.csv`` (:mod:`evaluation.report`) and ``samples_XX.png`` grids
@@ -18,6 +25,7 @@ Outputs (rank 0), in ``report_dir`` (default ``<trainer.log_dir>/eval``): ``repo
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 from pathlib import Path
 from typing import Any
@@ -48,7 +56,12 @@ class InpaintingEvaluator(LightningModule):
 
     Args:
         inpainter: the inpainter to evaluate (any ``nn.Module`` with ``forward(image, mask) -> image``,
-            e.g. ``inpainters.lama.LamaInpainter`` or the C2F wrapper in ``inpainters/``).
+            e.g. ``inpainters.lama.LamaInpainter`` or ``inpainters.c2f.C2FInpainter``). ``None``:
+            built from ``--ckpt_path`` with ``ckpt_inpainter_class``.
+        ckpt_inpainter_class: import path of the inpainter class built from ``--ckpt_path`` when
+            ``inpainter`` is None; it must accept ``checkpoint=<path>``.
+        ckpt_inpainter_args: further init arguments of that class (e.g. C2F ``steps``, ``gains``,
+            ``category``, ``seed``).
         name: label of the inpainter in the report (default: its class name).
         benchmark: which column of the seed paper's table this protocol reproduces
             (``places2_mat_large``, ``places2_mat_small``, ``celebahq``) so the report carries the
@@ -72,7 +85,9 @@ class InpaintingEvaluator(LightningModule):
 
     def __init__(
         self,
-        inpainter: nn.Module,
+        inpainter: nn.Module | None = None,
+        ckpt_inpainter_class: str = "inpainters.c2f.C2FInpainter",
+        ckpt_inpainter_args: dict[str, Any] | None = None,
         name: str | None = None,
         benchmark: str | None = None,
         fid_features: nn.Module | None = None,
@@ -94,7 +109,9 @@ class InpaintingEvaluator(LightningModule):
         if num_grid_images < 0 or grid_rows_per_file < 1:
             raise ValueError("InpaintingEvaluator: num_grid_images must be >= 0 and grid_rows_per_file >= 1")
         self.inpainter = inpainter
-        self.name = name or type(inpainter).__name__
+        self.ckpt_inpainter_class = ckpt_inpainter_class
+        self.ckpt_inpainter_args = dict(ckpt_inpainter_args or {})
+        self._name = name
         self.benchmark = benchmark
         if fid_features is None:
             fid_features = InceptionFeatures(2048, weights_dir)
@@ -116,22 +133,55 @@ class InpaintingEvaluator(LightningModule):
         self._rows: list[dict[str, Any]] = []
         self._grid_images: list[torch.Tensor] = []
 
+    @property
+    def name(self) -> str:
+        """Label of the inpainter in the report."""
+        return self._name or type(self.inpainter).__name__
+
     # ----------------------------------------------------------------- checkpoint
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Replace the checkpoint's weights by ``{this module's weights, inpainter weights from the checkpoint}``."""
+        """Build the inpainter from ``--ckpt_path`` (``inpainter`` None) or take its weights out of it;
+        the evaluator's metric networks keep their own weights."""
         trainer = self._trainer
-        source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else "--ckpt_path"
-        state = inpainter_state_from_checkpoint(checkpoint, self.inpainter, self.checkpoint_prefix, source=source)
-        full = self.state_dict()
-        full.update({f"inpainter.{k}": v for k, v in state.items()})
-        checkpoint["state_dict"] = full
+        source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else None
+        if self.inpainter is None:
+            if source is None:
+                raise ValueError("InpaintingEvaluator: inpainter is null and the checkpoint has no file path to build it from")
+            self.inpainter = self._build_inpainter_from(source)
+            checkpoint["state_dict"] = self.state_dict()
+        else:
+            state = inpainter_state_from_checkpoint(
+                checkpoint, self.inpainter, self.checkpoint_prefix, source=source or "--ckpt_path"
+            )
+            full = self.state_dict()
+            full.update({f"inpainter.{k}": v for k, v in state.items()})
+            checkpoint["state_dict"] = full
         self.settings["checkpoint"] = source
+
+    def _build_inpainter_from(self, path: str) -> nn.Module:
+        module_name, _, class_name = self.ckpt_inpainter_class.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(
+                f"InpaintingEvaluator: ckpt_inpainter_class={self.ckpt_inpainter_class!r} cannot be imported ({err}); "
+                "give a 'package.module.Class' path such as 'inpainters.c2f.C2FInpainter'"
+            ) from err
+        return cls(checkpoint=path, **self.ckpt_inpainter_args)
+
+    def _require_inpainter(self) -> nn.Module:
+        if self.inpainter is None:
+            raise ValueError(
+                "InpaintingEvaluator has no inpainter: pass the inpainter's checkpoint with --ckpt_path "
+                f"(built as {self.ckpt_inpainter_class}) or configure model.init_args.inpainter"
+            )
+        return self.inpainter
 
     # ----------------------------------------------------------------- test loop
     def on_test_epoch_start(self) -> None:
         self.metrics.reset()
         self._rows, self._grid_images = [], []
-        self.inpainter.eval()
+        self._require_inpainter().eval()
 
     def _batch_seed(self, keys: list[str]) -> int:
         digest = hashlib.blake2b(f"{self.seed}|{'|'.join(keys)}".encode(), digest_size=8).digest()

@@ -282,3 +282,46 @@ def test_tiny_eval_config_runs_through_main_test(synthetic_shards, tmp_path):
     assert all(np.isfinite(report["figures"][k]) for k in ("fid", "lpips", "psnr", "ssim"))
     assert (eval_dir / "report.csv").read_text().startswith("name,benchmark,mask_protocol,num_images,fid,lpips,psnr,ssim")
     assert (eval_dir / "samples_00.png").is_file()
+
+
+def _tiny_c2f_checkpoint(path: Path, seed: int) -> Path:
+    from lightning_modules.c2f_diffusion import C2FDiffusionModule
+
+    unet = {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "attention_levels": [1], "heads": 2, "norm_groups": 4}
+    torch.manual_seed(seed)
+    module = C2FDiffusionModule(unets=[unet, unet], embedding={"tokens_per_category": 2, "dim": 16},
+                                resolutions=[16, 32], sampling_steps=[3, 2], guidance_gains=[2.0, 1.5],
+                                combiner_width=8, combiner_depth=1)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=path.parent)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_evaluator_builds_c2f_inpainter_from_ckpt_path(synthetic_shards, tmp_path):
+    """The documented command's path: inpainter null + --ckpt_path = a C2F training checkpoint."""
+    from inpainters.c2f import C2FInpainter
+
+    ckpt = _tiny_c2f_checkpoint(tmp_path / "c2f.ckpt", seed=1)
+    model = InpaintingEvaluator(None, ckpt_inpainter_args={"steps": [2, 1]}, name="c2f-tiny",
+                                fid_features=RandomConvFeatures(16, input_size=32), lpips_pretrained_backbone=False,
+                                report_dir=str(tmp_path / "report"))
+    dm = EvalDataModule(shards=synthetic_shards.test, resolution=32, masks="mat_large", num_images=4, batch_size=2, num_workers=0)
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=dm, ckpt_path=str(ckpt))
+    assert isinstance(model.inpainter, C2FInpainter)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    for k, v in model.inpainter.model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    report = read_report(tmp_path / "report" / "report.json")
+    assert report["name"] == "c2f-tiny" and report["num_images"] == 4
+
+    # a configured C2F wrapper (weights one level down, under .model) takes another run's weights
+    other = _tiny_c2f_checkpoint(tmp_path / "other.ckpt", seed=2)
+    state = inpainter_state_from_checkpoint(torch.load(other, map_location="cpu", weights_only=False), model.inpainter)
+    other_sd = torch.load(other, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(state[f"model.{k}"], v) for k, v in other_sd.items())
+    with pytest.raises(ValueError, match="has no inpainter"):
+        Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).test(
+            InpaintingEvaluator(None, fid_features=RandomConvFeatures(16), lpips_pretrained_backbone=False), datamodule=dm)
