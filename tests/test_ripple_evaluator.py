@@ -129,3 +129,10 @@ def test_size_mismatch_is_a_clear_error():
                         LamaInpainter(generator=dict(ngf=8, n_downsampling=2, n_blocks=1)))
     with pytest.raises(ValueError, match="same size"):
         rem(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 64, 64))
+
+
+def test_full_config_parses_and_names_the_missing_official_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no pretrained/ folder here
+    full = CONFIG.parent / "ffhq_full.yaml"
+    with pytest.raises((ValueError, FileNotFoundError), match=r"pretrained/graphonomy/inference.pth"):
+        cli_main(["--config", str(full), "--trainer.accelerator=cpu"], run=False)
