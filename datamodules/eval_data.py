@@ -258,6 +258,11 @@ class EvalDataModule(LightningDataModule):
         seed: seed of the protocol masks (each sample's mask comes from ``key_seed(key, seed)``).
         batch_size: per-rank batch size.
         num_workers: dataloader workers per rank.
+        synthetic_dir: generate the procedural synthetic scene set here on first use (``prepare_data``,
+            via ``datamodules.shard_datamodule.ShardDataModule``) and evaluate its test split; for CI
+            and tiny configs. Replaces ``shards`` / ``image_dir``.
+        synthetic_count: number of synthetic test images to generate.
+        synthetic_size: side of the generated synthetic images.
     """
 
     def __init__(
@@ -273,10 +278,19 @@ class EvalDataModule(LightningDataModule):
         seed: int = 0,
         batch_size: int = 8,
         num_workers: int = 2,
+        synthetic_dir: str | None = None,
+        synthetic_count: int = 16,
+        synthetic_size: int = 64,
     ) -> None:
         super().__init__()
-        if (shards is None) == (image_dir is None):
-            raise ValueError("EvalDataModule: give exactly one of `shards` (WebDataset tars) or `image_dir` (a folder)")
+        if sum(x is not None for x in (shards, image_dir, synthetic_dir)) != 1:
+            raise ValueError(
+                "EvalDataModule: give exactly one of `shards` (WebDataset tars), `image_dir` (a folder) or "
+                f"`synthetic_dir` (generated scenes); got shards={shards!r}, image_dir={image_dir!r}, "
+                f"synthetic_dir={synthetic_dir!r}"
+            )
+        if synthetic_dir is not None:
+            shards = str(Path(synthetic_dir) / "test-*.tar")
         if masks != "folder" and masks not in PROTOCOLS:
             raise ValueError(f"EvalDataModule: masks={masks!r}; use one of {PROTOCOLS} or 'folder' (with mask_dir)")
         if masks == "folder":
@@ -304,8 +318,22 @@ class EvalDataModule(LightningDataModule):
         self.seed = seed
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.synthetic_dir = synthetic_dir
+        self.synthetic_count = synthetic_count
+        self.synthetic_size = synthetic_size
         self._items: list[EvalItem] | None = None
         self._test_set: EvalSet | None = None
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic test set into ``synthetic_dir`` when it is set and not there yet."""
+        if self.synthetic_dir is None:
+            return
+        from datamodules.shard_datamodule import ShardDataModule
+
+        ShardDataModule(
+            synthetic_dir=self.synthetic_dir, synthetic_samples=(0, 0, self.synthetic_count),
+            synthetic_size=self.synthetic_size, resolution=self.synthetic_size,
+        ).prepare_data()
 
     def items(self) -> list[EvalItem]:
         """The whole evaluation set, sorted by key and cut to ``num_images`` (same on every rank)."""

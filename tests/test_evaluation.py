@@ -269,16 +269,18 @@ def test_report_files_and_comparison(tmp_path, capsys):
 
 # ------------------------------------------------------------------ the CLI
 @pytest.mark.slow
-def test_tiny_eval_config_runs_through_main_test(synthetic_shards, tmp_path):
+def test_tiny_eval_config_runs_through_main_test(tmp_path):
+    """The CI command: generates its synthetic set, needs no weight file (empty TORCH_HOME), writes the report."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TORCH_HOME": str(tmp_path / "no_weights")}
     cmd = [sys.executable, "-m", "main", "test", "--config", str(REPO / "configs/eval/tiny_synthetic.yaml"),
-           "--data.init_args.shards", synthetic_shards.test,
+           "--data.init_args.synthetic_dir", str(tmp_path / "synthetic_eval"),
+           "--data.init_args.synthetic_count", "8",
            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     eval_dir = next((tmp_path / "runs").glob("eval_tiny_synthetic/*/eval"))
     report = read_report(eval_dir / "report.json")
-    assert report["num_images"] == synthetic_shards.counts["test"] and report["comparable_to_paper"] is False
+    assert report["num_images"] == 8 and report["comparable_to_paper"] is False
     assert all(np.isfinite(report["figures"][k]) for k in ("fid", "lpips", "psnr", "ssim"))
     assert (eval_dir / "report.csv").read_text().startswith("name,benchmark,mask_protocol,num_images,fid,lpips,psnr,ssim")
     assert (eval_dir / "samples_00.png").is_file()
@@ -325,3 +327,17 @@ def test_evaluator_builds_c2f_inpainter_from_ckpt_path(synthetic_shards, tmp_pat
     with pytest.raises(ValueError, match="has no inpainter"):
         Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).test(
             InpaintingEvaluator(None, fid_features=RandomConvFeatures(16), lpips_pretrained_backbone=False), datamodule=dm)
+
+
+@pytest.mark.parametrize("configs", [
+    ["places2_mat_large.yaml"], ["places2_mat_small.yaml"], ["celebahq_lama_thick.yaml"],
+    ["places2_mat_large.yaml", "inpainter_lama.yaml"],
+])
+def test_full_size_eval_configs_parse(configs):
+    from main import parse_config
+
+    args = ["test"] + [a for c in configs for a in ("--config", str(REPO / "configs/eval" / c))] + ["--ckpt_path", "x.ckpt"]
+    cfg = parse_config(args).test
+    assert cfg.model.class_path.endswith("InpaintingEvaluator") and cfg.data.class_path.endswith("EvalDataModule")
+    assert cfg.model.init_args.benchmark in ("places2_mat_large", "places2_mat_small", "celebahq")
+    assert cfg.model.init_args.lpips_pretrained_backbone and cfg.model.init_args.fid_features is None
