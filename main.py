@@ -278,6 +278,7 @@ class RestoreLabCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         job_tag = slurm_job_tag()
         if job_tag is not None and SLURMEnvironment.detect():
+            self._check_slurm_tasks(cfg)
             run_dir = pin_slurm_run(cfg, job_tag, os.environ.get("SLURM_CLUSTER_NAME"))
             self._resume_after_node_failure(cfg, run_dir)
 
@@ -292,21 +293,47 @@ class RestoreLabCLI(LightningCLI):
         if last.is_file():
             cfg.ckpt_path = str(last)
 
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+    @staticmethod
+    def _slurm_mismatch(lightning_message: str) -> SlurmTaskMismatchError:
+        ntasks = os.environ.get("SLURM_NTASKS_PER_NODE", "?")
+        nnodes = os.environ.get("SLURM_NNODES", "?")
+        return SlurmTaskMismatchError(
+            f"{lightning_message}\nThe SLURM job runs {ntasks} task(s) per node on {nnodes} node(s), and "
+            "Lightning needs exactly one task per device. Either pass --trainer.devices=$SLURM_NTASKS_PER_NODE "
+            "--trainer.num_nodes=$SLURM_NNODES (slurm/fit.sbatch does), or submit with --ntasks-per-node equal "
+            "to --trainer.devices (and --gpus-per-node the same on GPUs), e.g. "
+            "python -m slurm.submit fit --config ... --gpus-per-node N."
+        )
+
+    def _check_slurm_tasks(self, cfg: Namespace) -> None:
+        """Fail before building anything when the SLURM tasks cannot match the devices.
+
+        Lightning checks this only when DDP launches (and not at all with ``devices=1``, where every
+        task would silently train its own copy of the model).
+        """
+        ntasks, nnodes = os.environ.get("SLURM_NTASKS_PER_NODE"), os.environ.get("SLURM_NNODES")
+        devices, num_nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
+        if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+            devices = int(devices)
+        count = len(devices) if isinstance(devices, (list, tuple)) else devices
+        if ntasks is not None and ntasks.isdigit() and isinstance(count, int) and count > 0 and count != int(ntasks):
+            raise self._slurm_mismatch(
+                f"You set `devices={count}` in Lightning, but the number of tasks per node configured in SLURM "
+                f"`--ntasks-per-node={ntasks}` does not match. HINT: Set `devices={ntasks}`."
+            )
+        if nnodes is not None and nnodes.isdigit() and int(nnodes) != int(num_nodes):
+            raise self._slurm_mismatch(
+                f"You set `num_nodes={num_nodes}` in Lightning, but the number of nodes configured in SLURM "
+                f"`--nodes={nnodes}` does not match. HINT: Set `num_nodes={nnodes}`."
+            )
+
+    def _run_subcommand(self, subcommand: str) -> None:
         try:
-            return super().instantiate_trainer(**kwargs)
-        except ValueError as err:
-            if "configured in SLURM" not in str(err):
-                raise
-            ntasks = os.environ.get("SLURM_NTASKS_PER_NODE", "?")
-            nnodes = os.environ.get("SLURM_NNODES", "?")
-            raise SlurmTaskMismatchError(
-                f"{err}\nThe SLURM job runs {ntasks} task(s) per node on {nnodes} node(s), and Lightning needs "
-                "one task per device. Either pass --trainer.devices=$SLURM_NTASKS_PER_NODE "
-                "--trainer.num_nodes=$SLURM_NNODES (slurm/fit.sbatch does), or submit with "
-                "--ntasks-per-node equal to --trainer.devices (and --gpus-per-node the same on GPUs), "
-                "e.g. python -m slurm.submit --gpus-per-node N ..."
-            ) from err
+            super()._run_subcommand(subcommand)
+        except ValueError as err:  # Lightning's own check when DDP launches (e.g. devices="auto")
+            if "configured in SLURM" in str(err):
+                raise self._slurm_mismatch(str(err)) from err
+            raise
 
 
 def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
