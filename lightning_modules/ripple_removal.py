@@ -16,7 +16,8 @@ per degree and overall) and ``ripple_report.json``, logs the means as ``test/<na
 ``test/d<degree>/<name>``, computes FID of plain and cleaned edits against the real images
 (when at least ``fid_min_images`` images were seen) and saves grids
 (original | HFGI edit | ripple mask | cleaned) as PNG files and to the logger.
-``predict`` writes the cleaned images (and the plain edits) as PNG files.
+``predict`` writes the cleaned images (and the plain edits) as PNG files and
+``predictions/status.csv`` (status and region fraction per image and degree).
 """
 from __future__ import annotations
 
@@ -117,6 +118,9 @@ class RippleRemovalEvaluator(LightningModule):
         super().__init__()
         if not degrees:
             raise ValueError("RippleRemovalEvaluator: degrees must list at least one edit strength")
+        if fid_min_images < 2 or num_grid_images < 0:
+            raise ValueError(f"RippleRemovalEvaluator: fid_min_images must be >= 2 and num_grid_images >= 0, got "
+                             f"{fid_min_images}, {num_grid_images}")
         if not direction_name or any(c in direction_name for c in "/\\. "):
             raise ValueError(f"RippleRemovalEvaluator: direction_name {direction_name!r} must be a plain word")
         self.save_hyperparameters(ignore=["parser", "inpainter", "fid_features"])
@@ -267,6 +271,18 @@ class RippleRemovalEvaluator(LightningModule):
     # ------------------------------------------------------------------ predict
     def on_predict_epoch_start(self) -> None:
         self._grid_count = 0
+        self._rows = []
+
+    def on_predict_epoch_end(self) -> None:
+        rows = self._gather(self._rows)
+        if self.trainer.is_global_zero and rows:
+            path = self.out_dir / "predictions" / "status.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=("key", "degree", "status", "region_fraction"))
+                writer.writeheader()
+                for r in sorted(rows, key=lambda r: (r["key"], r["degree"])):
+                    writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
@@ -282,6 +298,7 @@ class RippleRemovalEvaluator(LightningModule):
             self._save_grid("predict", batch_idx, degree, x, edit, res)
             if self.save_masks:
                 self._write_masks(keys, degree, res)
+        self._rows.extend(out)
         self._grid_count += min(batch["image"].shape[0], max(0, self.num_grid_images - self._grid_count))
         return out
 

@@ -67,6 +67,11 @@ class RippleRemover(nn.Module):
     def __init__(self, parser: HumanParser, inpainter: Inpainter, open_kernel: int = 3, dilate_kernel: int = 7,
                  seam_grow: int = 1, seam_sigma: float = 1.5) -> None:
         super().__init__()
+        for name, k in (("open_kernel", open_kernel), ("dilate_kernel", dilate_kernel)):
+            if k < 0 or (k and k % 2 == 0):
+                raise ValueError(f"RippleRemover: {name} must be 0 (off) or an odd kernel size, got {k}")
+        if seam_grow < 0 or seam_sigma < 0:
+            raise ValueError(f"RippleRemover: seam_grow and seam_sigma must be >= 0, got {seam_grow}, {seam_sigma}")
         self.parser = parser
         self.inpainter = inpainter
         self.open_kernel = open_kernel

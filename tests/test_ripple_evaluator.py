@@ -105,6 +105,9 @@ def test_tiny_config_predict_writes_cleaned_images(ripple_setup):
     results = cli.trainer.predict(cli.model, dataloaders=cli.datamodule.test_dataloader())
     flat = [r for batch in results for r in batch]
     assert sorted((r["key"], r["degree"]) for r in flat) == sorted((k, d) for k in keys for d in (1.0, 3.0))
+    status_rows = list(csv.DictReader((root / "out" / "predictions" / "status.csv").open()))
+    assert {(r["key"], r["status"]) for r in status_rows} == {
+        (keys[0], "cleaned"), (keys[1], "cleaned"), (keys[2], "no_person_original"), (keys[3], "empty_region")}
     pred = root / "out" / "predictions"
     from PIL import Image
     import numpy as np
@@ -129,6 +132,8 @@ def test_size_mismatch_is_a_clear_error():
                         LamaInpainter(generator=dict(ngf=8, n_downsampling=2, n_blocks=1)))
     with pytest.raises(ValueError, match="same size"):
         rem(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="dilate_kernel"):
+        RippleRemover(rem.parser, rem.inpainter, dilate_kernel=6)
 
 
 def test_full_config_parses_and_names_the_missing_official_file(tmp_path, monkeypatch):
