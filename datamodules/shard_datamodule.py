@@ -150,7 +150,8 @@ class SampleProcessor:
         if self.sampler is not None and SEG_SUFFIX in sample:
             seg = self._segmentation(sample, image.size)
         array, seg = self._geometry(image, seg, rng, train)
-        out = {"image": torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 127.5 - 1.0, "key": key}
+        # uint8 CHW per sample; collate() converts the whole batch to [-1, 1] float at once
+        out = {"image": torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), "key": key}
         if self.sampler is not None:
             mask, mask_type = self.sampler(self.resolution, self.resolution, rng, seg)
             out["mask"] = torch.from_numpy(mask)[None]
@@ -198,8 +199,9 @@ class SampleProcessor:
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack processed samples into a batch dict (see docs/conventions.md)."""
-    batch = {"image": torch.stack([s["image"] for s in samples]), "key": [s["key"] for s in samples]}
+    """Stack processed samples into a batch dict (see docs/conventions.md); images become float in [-1, 1]."""
+    images = torch.stack([s["image"] for s in samples]).float().div_(127.5).sub_(1.0)
+    batch = {"image": images, "key": [s["key"] for s in samples]}
     if "mask" in samples[0]:
         batch["mask"] = torch.stack([s["mask"] for s in samples])
         batch["mask_type"] = torch.tensor([s["mask_type"] for s in samples], dtype=torch.long)

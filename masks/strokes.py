@@ -42,9 +42,9 @@ def mat_brush(
         ]
         vertices = [(int(rng.integers(0, width)), int(rng.integers(0, height)))]
         for angle in angles:
-            r = float(np.clip(rng.normal(radius, radius // 2), 0, 2 * radius))
-            x = float(np.clip(vertices[-1][0] + r * math.cos(angle), 0, width))
-            y = float(np.clip(vertices[-1][1] + r * math.sin(angle), 0, height))
+            r = min(max(float(rng.normal(radius, radius // 2)), 0.0), 2 * radius)
+            x = min(max(vertices[-1][0] + r * math.cos(angle), 0.0), float(width))
+            y = min(max(vertices[-1][1] + r * math.sin(angle), 0.0), float(height))
             vertices.append((int(x), int(y)))
         stroke = max(1, int(rng.uniform(min_width, max_width)))
         draw.line(vertices, fill=1, width=stroke)
