@@ -181,3 +181,33 @@ def test_mask_folder_parser_reads_masks_and_label_maps(tmp_path):
         p.parse(torch.zeros(1, 3, 32, 32), ["zzz"])
     with pytest.raises(ValueError, match="one key per image"):
         p.parse(torch.zeros(2, 3, 32, 32), ["a"])
+
+
+def test_graph_to_featuremaps_equals_the_expanded_official_formulation():
+    from networks.graphonomy import GraphToFeaturemaps
+    torch.manual_seed(0)
+    g2f = GraphToFeaturemaps(channels=6, hidden=4)
+    nodes = torch.randn(2, 5, 4)
+    x = torch.randn(2, 6, 3, 7)
+    # the memory-hungry form: concat pixel features and node features for every (pixel, node) pair
+    pix = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+    pairs = torch.cat([pix[:, :, None].expand(-1, -1, 5, -1), nodes[:, None].expand(-1, 21, -1, -1)], dim=-1)
+    node_fea = torch.cat([g2f.node_fea_for_res, g2f.node_fea_for_hidden], dim=0)  # (C + hidden, 1)
+    affinity = (pairs @ node_fea)[..., 0]  # (B, HW, K)
+    expected = torch.relu((affinity @ (nodes @ g2f.weight)).transpose(1, 2).reshape(2, 6, 3, 7))
+    torch.testing.assert_close(g2f(nodes, x), expected)
+
+
+def test_normalized_adjacency_and_block_skip_semantics():
+    from networks.graphonomy import XceptionBlock, normalized_adjacency
+    a = normalized_adjacency({0: [0], 1: [2], 2: [1]})  # self-loop on 0 counts once, then + I
+    expected = torch.tensor([[1.0, 0, 0], [0, 0.5, 0.5], [0, 0.5, 0.5]])
+    torch.testing.assert_close(a, expected)
+    assert normalized_adjacency({0: [], 1: []}).equal(torch.eye(2))
+    # middle-flow block: the official in-place ReLU also rectifies the identity skip
+    block = XceptionBlock(4, 4, reps=3).eval()
+    last_bn = block.rep[-1].pointwise_bn
+    torch.nn.init.zeros_(last_bn.weight)
+    torch.nn.init.zeros_(last_bn.bias)
+    x = torch.randn(1, 4, 5, 5)
+    torch.testing.assert_close(block(x), torch.relu(x))
