@@ -1,0 +1,223 @@
+"""Training throughput (images/s) and peak memory of each training module, fp32 vs bf16 autocast, eager vs torch.compile.
+
+Modules are built exactly as ``python -m main fit`` builds them, from their configs (default: the
+tiny CPU configs, which generate their synthetic shards under ``data/`` on first use):
+
+| case | config | what trains |
+|---|---|---|
+| ``lcg`` | ``configs/lcg/tiny.yaml`` | LCG pretraining (U-Net + category embedding) |
+| ``c2f_s0`` / ``c2f_s1`` / ``c2f_s2`` | ``configs/c2f/tiny.yaml`` + ``train_stages=[k]`` | one C2F stage (+ its guidance combiner) |
+| ``hfgi`` | ``configs/hfgi/tiny.yaml`` | HFGI consultation encoder + ADA on frozen StyleGAN2 / e4e |
+
+Each case runs a real Lightning ``Trainer.fit`` (no validation, no logger, no checkpoints; the
+config's loss-term and EMA callbacks are kept because they are part of a training step) for
+``--warmup`` + ``--steps`` optimizer steps; the time of the last ``--steps`` steps (batch start to
+batch end, CUDA-synchronised) gives images/s. ``--precision``: ``32-true`` and/or ``bf16-mixed``
+(Lightning autocast). ``--compile``: ``eager`` and/or ``compile`` (``nn.Module.compile()`` on every
+network of the module, i.e. each non-container child with parameters; compilation happens in the
+warm-up steps and is excluded from the timing, its time is reported separately).
+
+Peak memory: CUDA ``torch.cuda.max_memory_allocated`` over the timed steps; CPU: every case runs in
+a fresh subprocess and reports the growth of the process high-water mark (``ru_maxrss``) from just
+before ``fit`` to its end (torch's CPU allocator is invisible to ``tracemalloc``).
+
+    python benchmarks/train_throughput.py                                   # CPU, tiny configs, all cases
+    python benchmarks/train_throughput.py --device cuda --batch-size 32      # GPU, same modules, bigger batches
+    python benchmarks/train_throughput.py --cases c2f_s2 --precision bf16-mixed --compile eager compile
+
+Prints a table and writes ``benchmarks/results/train_throughput.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from lightning.pytorch import Callback, Trainer  # noqa: E402
+
+CASES: dict[str, tuple[str, list[str]]] = {
+    "lcg": ("configs/lcg/tiny.yaml", []),
+    "c2f_s0": ("configs/c2f/tiny.yaml", ["--model.init_args.train_stages=[0]"]),
+    "c2f_s1": ("configs/c2f/tiny.yaml", ["--model.init_args.train_stages=[1]"]),
+    "c2f_s2": ("configs/c2f/tiny.yaml", ["--model.init_args.train_stages=[2]"]),
+    "hfgi": ("configs/hfgi/tiny.yaml", []),
+}
+PRECISIONS = ("32-true", "bf16-mixed")
+COMPILE_MODES = ("eager", "compile")
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+class StepTimer(Callback):
+    """Times each training batch (start to end) and counts images; CUDA-synchronised."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.durations: list[float] = []
+        self.images: list[int] = []
+        self.warmup_seconds = 0.0
+        self._t0 = 0.0
+        self._fit_start = 0.0
+
+    def _sync(self, pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        if len(self.durations) == self.warmup:
+            self.warmup_seconds = time.perf_counter() - self._fit_start
+            if pl_module.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(pl_module.device)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self.durations.append(time.perf_counter() - self._t0)
+        image = batch["image"] if isinstance(batch, dict) else batch[0]
+        self.images.append(int(image.shape[0]))
+
+
+def compile_networks(module: torch.nn.Module) -> list[str]:
+    """``.compile()`` every non-container child (recursively through ModuleList/ModuleDict) that has parameters."""
+    compiled = []
+
+    def visit(parent: torch.nn.Module, prefix: str) -> None:
+        for name, child in parent.named_children():
+            if not any(True for _ in child.parameters()):
+                continue
+            if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+                visit(child, f"{prefix}{name}.")
+            else:
+                child.compile()
+                compiled.append(prefix + name)
+
+    visit(module, "")
+    return compiled
+
+
+def measure(case: str, precision: str, mode: str, device: str, steps: int, warmup: int, batch_size: int | None) -> dict:
+    """Build ``case`` from its config and time ``steps`` training steps after ``warmup`` (in this process)."""
+    from callbacks.loss_term import LossTerm
+    from main import cli_main
+
+    config, overrides = CASES[case]
+    args = ["--config", str(ROOT / config), *overrides, "--trainer.logger=false"]
+    if batch_size is not None:
+        args.append(f"--data.init_args.batch_size={batch_size}")
+    cli = cli_main(args, run=False)
+    model, datamodule = cli.model, cli.datamodule
+    keep = [cb for cb in cli.trainer.callbacks if isinstance(cb, LossTerm) or type(cb).__name__ == "EMA"]
+    compiled = compile_networks(model) if mode == "compile" else []
+    timer = StepTimer(warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(
+            accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
+            max_steps=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[*keep, timer], default_root_dir=tmp,
+        )
+        rss_before = _max_rss_mb()
+        trainer.fit(model, datamodule=datamodule)
+        rss_after = _max_rss_mb()
+    timed = timer.durations[warmup:]
+    images = sum(timer.images[warmup:])
+    if not timed:
+        raise RuntimeError(f"{case}: the run ended after {len(timer.durations)} steps, fewer than warmup + 1")
+    seconds = sum(timed)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else rss_after - rss_before
+    return {
+        "images_per_s": images / seconds,
+        "ms_per_step": 1000 * seconds / len(timed),
+        "batch": timer.images[-1],
+        "peak_mb": peak,
+        "warmup_s": timer.warmup_seconds,
+        "trainable_params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+        "compiled": compiled,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    p.add_argument("--compile", nargs="+", default=list(COMPILE_MODES), choices=COMPILE_MODES)
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
+    p.add_argument("--batch-size", type=int, default=None, help="override the configs' batch size")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"))
+    p.add_argument("--single", nargs=3, metavar=("CASE", "PRECISION", "MODE"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.chdir(ROOT)  # the tiny configs generate their synthetic shards under data/
+
+    if args.single:
+        case, precision, mode = args.single
+        print(json.dumps(measure(case, precision, mode, args.device, args.steps, args.warmup, args.batch_size)))
+        return {}
+
+    load_before = os.getloadavg()
+    rows = []
+    print(f"{'case':>8} {'precision':>11} {'mode':>8} {'img/s':>9} {'ms/step':>9} {'batch':>6} {'peak MB':>9} {'warmup s':>9}")
+    for case in args.cases:
+        for precision in args.precision:
+            for mode in args.compile:
+                cmd = [sys.executable, __file__, "--single", case, precision, mode, "--device", args.device,
+                       "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                if args.batch_size is not None:
+                    cmd += ["--batch-size", str(args.batch_size)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                if proc.returncode != 0:
+                    lines = (proc.stderr or "").strip().splitlines()
+                    result = {"images_per_s": None, "ms_per_step": None, "batch": None, "peak_mb": None,
+                              "warmup_s": None, "error": lines[-1][:300] if lines else f"rc {proc.returncode}"}
+                else:
+                    result = json.loads(proc.stdout.strip().splitlines()[-1])
+                row = {"case": case, "precision": precision, "mode": mode, **result}
+                rows.append(row)
+
+                def f(v, fmt):
+                    return "-" if v is None else format(v, fmt)
+
+                print(f"{case:>8} {precision:>11} {mode:>8} {f(row['images_per_s'], '.2f'):>9} {f(row['ms_per_step'], '.1f'):>9} "
+                      f"{f(row['batch'], 'd'):>6} {f(row['peak_mb'], '.0f'):>9} {f(row['warmup_s'], '.1f'):>9} {row.get('error', '')}",
+                      flush=True)
+    info = {
+        "benchmark": "train_throughput",
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps, "warmup": args.warmup, "batch_size_override": args.batch_size,
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
+        "memory": "cuda max_memory_allocated over the timed steps" if args.device == "cuda"
+        else "ru_maxrss growth over fit (fresh process)",
+        "configs": {c: " ".join([CASES[c][0], *CASES[c][1]]) for c in args.cases},
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(info, indent=2))
+    print(f"\nwrote {out}")
+    return info
+
+
+if __name__ == "__main__":
+    main()
