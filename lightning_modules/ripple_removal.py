@@ -35,6 +35,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.utils import make_grid
@@ -229,6 +230,10 @@ class RippleRemovalEvaluator(LightningModule):
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     logs[prefix + name] = float(v)
         self.log_dict(logs, sync_dist=True)
+        no_person = sorted({r["key"] for r in rows if r["status"] in (STATUS_NO_PERSON_ORIGINAL, STATUS_NO_PERSON_EDIT)})
+        if no_person:
+            rank_zero_warn(f"RippleRemovalEvaluator: the parser found no person in {len(no_person)} image(s) (original "
+                           f"or edit), kept unchanged: {no_person[:10]}{' ...' if len(no_person) > 10 else ''}")
         if self.trainer.is_global_zero:
             self._write_csv(rows, summaries)
             report = {"direction": self.direction_name, "degrees": self.degrees, "n_images": n_images,
@@ -311,7 +316,7 @@ class RippleRemovalEvaluator(LightningModule):
 
     def _save_grid(self, split: str, batch_idx: int, degree: float, x, edit, res) -> None:
         n = min(x.shape[0], self.num_grid_images - self._grid_count)
-        if n <= 0:
+        if n <= 0 or (self._trainer is not None and not self.trainer.is_global_zero):
             return
         mask_rgb = res.masks.region[:n].expand(-1, 3, -1, -1) * 2 - 1
         tiles = torch.stack([x[:n], edit[:n], mask_rgb, res.cleaned[:n]], dim=1).flatten(0, 1)
