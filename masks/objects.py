@@ -21,17 +21,43 @@ def class_regions(
     max_area: float = 1.0,
 ) -> list[np.ndarray]:
     """Connected components of the given classes whose area fraction lies in ``[min_area, max_area]``."""
-    total = segmentation.size
     regions = []
-    present = np.intersect1d(np.unique(segmentation), np.fromiter(class_ids, dtype=np.int64, count=len(class_ids)))
-    for cid in present:
-        labels, count = ndimage.label(segmentation == cid, structure=_EIGHT)
-        if count == 0:
-            continue
-        areas = np.bincount(labels.ravel(), minlength=count + 1)[1:] / total
-        for index in np.flatnonzero((areas >= min_area) & (areas <= max_area)):
-            regions.append(labels == index + 1)
+    for cid in present_classes(segmentation, class_ids):
+        regions.extend(_components(segmentation, cid, min_area, max_area))
     return regions
+
+
+def present_classes(segmentation: np.ndarray, class_ids: Collection[int]) -> np.ndarray:
+    """The ids of ``class_ids`` that occur in the map."""
+    wanted = np.fromiter(class_ids, dtype=np.int64, count=len(class_ids))
+    if segmentation.size and 0 <= segmentation.min() and segmentation.max() <= 65535:
+        present = np.flatnonzero(np.bincount(segmentation.ravel()))  # much faster than np.unique for class ids
+    else:
+        present = np.unique(segmentation)
+    return np.intersect1d(present, wanted)
+
+
+def _components(segmentation: np.ndarray, cid: int, min_area: float, max_area: float) -> list[np.ndarray]:
+    labels, count = ndimage.label(segmentation == cid, structure=_EIGHT)
+    if count == 0:
+        return []
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:] / segmentation.size
+    return [labels == index + 1 for index in np.flatnonzero((areas >= min_area) & (areas <= max_area))]
+
+
+def random_class_region(
+    segmentation: np.ndarray, class_ids: Collection[int], rng: np.random.Generator, min_area: float, max_area: float
+) -> np.ndarray | None:
+    """One component of a class drawn uniformly among the present classes that have a component of usable size.
+
+    Classes are labelled lazily in random order, so the cost is one connected-component pass in the common case.
+    """
+    classes = present_classes(segmentation, class_ids)
+    for cid in rng.permutation(classes):
+        candidates = _components(segmentation, int(cid), min_area, max_area)
+        if candidates:
+            return candidates[int(rng.integers(len(candidates)))]
+    return None
 
 
 def class_region_mask(segmentation: np.ndarray, class_ids: Collection[int]) -> np.ndarray:
@@ -58,6 +84,8 @@ def foreground_object_mask(
 ) -> np.ndarray | None:
     """Type 0: the region of one foreground object, optionally dilated.
 
+    The object class is drawn uniformly among the thing classes present, then one of its components.
+
     Args:
         segmentation: ``(H, W)`` class ids.
         thing_ids: class ids of foreground objects ("things").
@@ -70,10 +98,9 @@ def foreground_object_mask(
     Returns:
         Boolean ``(H, W)`` hole, or None when no object qualifies.
     """
-    regions = class_regions(segmentation, thing_ids, min_area, max_area)
-    if not regions:
+    region = random_class_region(segmentation, thing_ids, rng, min_area, max_area)
+    if region is None:
         return None
-    region = regions[int(rng.integers(len(regions)))]
     grow = int(rng.integers(0, int(max_dilation * min(segmentation.shape)) + 1))
     return dilate(region, grow)
 
@@ -93,10 +120,9 @@ def background_object_mask(
     Returns:
         Boolean ``(H, W)`` hole, or None when no stuff region reaches ``min_area``.
     """
-    regions = class_regions(segmentation, stuff_ids, min_area, 1.0)
-    if not regions:
+    region = random_class_region(segmentation, stuff_ids, rng, min_area, 1.0)
+    if region is None:
         return None
-    region = regions[int(rng.integers(len(regions)))]
     height, width = region.shape
     if region.mean() <= max_area:
         return region
