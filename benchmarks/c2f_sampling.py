@@ -1,0 +1,153 @@
+"""Three-stage C2F sampling: time and peak memory per image, batched CFG vs two-forward CFG.
+
+Cases:
+
+- ``tiny`` (CPU, and CUDA when available): the model of ``configs/c2f/tiny.yaml`` (16 / 32 / 64 px,
+  8-channel U-Nets), 60 / 40 / 30 DDIM steps;
+- ``full`` (CUDA only): the U-Nets of ``configs/c2f/places2.yaml`` at 256 / 512 / 1024 px with
+  60 / 40 / 30 steps, random weights (the cost does not depend on the weights), bf16 autocast.
+
+For each case and CFG mode (``batched``: conditional + unconditional passes as one forward of a
+doubled batch; ``two_forward``: two forwards per step) it runs :meth:`C2FDiffusionModule.inpaint`
+on ``--batch`` images after one warm-up call and reports seconds per image and peak memory.
+Peak memory: CUDA ``torch.cuda.max_memory_allocated`` minus the memory held before the call; CPU:
+every case runs in a fresh subprocess and reports the growth of the process high-water mark
+(``ru_maxrss``) over the timed call.
+
+    python benchmarks/c2f_sampling.py                 # CPU tiny (+ CUDA tiny / full when a GPU is present)
+    python benchmarks/c2f_sampling.py --cases full --device cuda
+
+Prints a table and writes ``benchmarks/results/c2f_sampling.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from lightning_modules.c2f_diffusion import C2FDiffusionModule  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "c2f_sampling.json"
+STEPS = [60, 40, 30]
+
+
+def build(case: str) -> C2FDiffusionModule:
+    """The module of the case's config (random weights), with 60 / 40 / 30 sampling steps."""
+    cfg_file = {"tiny": "configs/c2f/tiny.yaml", "full": "configs/c2f/places2.yaml"}[case]
+    args = yaml.safe_load((ROOT / cfg_file).read_text())["model"]["init_args"]
+    keep = ("resolutions", "guidance_gains", "unets", "embedding", "combiner_width", "combiner_depth")
+    kwargs = {k: args[k] for k in keep}
+    kwargs["unets"] = [{**u, "gradient_checkpointing": False} for u in kwargs["unets"]]
+    return C2FDiffusionModule(sampling_steps=STEPS, **kwargs).eval()
+
+
+def run_case(case: str, device: str, mode: str, batch: int) -> dict:
+    torch.manual_seed(0)
+    module = build(case).to(device)
+    size = module.resolutions[-1]
+    image = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    mask = torch.zeros(batch, 1, size, size, device=device)
+    mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+    batched = mode == "batched"
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda" and case == "full")
+
+    def once() -> None:
+        with autocast:
+            module.inpaint(image, mask, steps=STEPS, cfg_batched=batched, generator=torch.Generator(device).manual_seed(0))
+
+    if device == "cuda":
+        with autocast:
+            module.inpaint(image, mask, steps=[2, 2, 2], cfg_batched=batched)  # warm-up (kernels, allocator)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        once()
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        module.inpaint(image, mask, steps=[1, 1, 1], cfg_batched=batched)  # warm-up
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        t0 = time.perf_counter()
+        once()
+        seconds = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    params = sum(p.numel() for p in module.parameters())
+    return {
+        "case": case, "device": device, "cfg": mode, "batch": batch, "resolutions": module.resolutions,
+        "steps": STEPS, "params": params, "seconds_per_image": seconds / batch, "peak_mib_per_image": peak / batch / 2**20,
+        "peak_mib": peak / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=None, help="tiny and/or full (default: tiny, + full on CUDA)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, + cuda when available)")
+    parser.add_argument("--batch", type=int, default=2, help="images per inpaint call")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args._child:
+        case, device, mode = args._child
+        print(json.dumps(run_case(case, device, mode, args.batch)))
+        return
+
+    devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    for device in devices:
+        cases = args.cases or (["tiny", "full"] if device == "cuda" else ["tiny"])
+        for case in cases:
+            if case == "full" and device != "cuda":
+                print(f"skipping full-size case on {device} (GPU only)")
+                continue
+            for mode in ("batched", "two_forward"):
+                if device == "cpu":  # fresh process: clean high-water mark
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--batch", str(args.batch), "--threads", str(args.threads), "--_child", case, device, mode],
+                        check=True, capture_output=True, text=True,
+                    )
+                    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                else:
+                    rows.append(run_case(case, device, mode, args.batch))
+                r = rows[-1]
+                print(f"  measured {case} {device} {mode}: {r['seconds_per_image']:.3f} s/img", flush=True)
+
+    header = f"{'case':6} {'device':6} {'cfg':12} {'resolutions':18} {'steps':12} {'params':>10} {'s/image':>9} {'peak MiB/img':>13}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['case']:6} {r['device']:6} {r['cfg']:12} {'/'.join(map(str, r['resolutions'])):18} "
+            f"{'/'.join(map(str, r['steps'])):12} {r['params']:>10,} {r['seconds_per_image']:>9.3f} {r['peak_mib_per_image']:>13.1f}"
+        )
+    info = {
+        "benchmark": "c2f_sampling",
+        "torch": torch.__version__,
+        "cpu_threads": args.threads,
+        "machine": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "rows": rows,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(RESULTS)
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
