@@ -142,16 +142,19 @@ class GatedLinearAttention(nn.Module):
         b, _, h, w = t.shape
         return t.reshape(b, self.heads, self.head_dim, h * w).transpose(-1, -2)  # (B, heads, N, d)
 
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The attention kernel on ``(B, heads, N, head_dim)`` tensors (linear or SDPA softmax)."""
+        if self.attention == "linear":
+            return linear_attention(q, k, v, self.eps)
+        return F.scaled_dot_product_attention(q, k, v)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, C, H, W)`` -> ``(B, C, H, W)`` (the residual branch, not ``x + ...``)."""
         b, _, h, w = x.shape
         q, k, v = self.to_qkv(x).chunk(3, dim=1)
         local = self.local(v)
         q, k, v = (self._split_heads(t) for t in (q, k, v))
-        if self.attention == "linear":
-            a = linear_attention(q, k, v, self.eps)
-        else:
-            a = F.scaled_dot_product_attention(q, k, v)
+        a = self.attend(q, k, v)
         a = a.transpose(-1, -2).reshape(b, self.heads * self.head_dim, h, w) + local
         a = self.norm(a.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.to_out(a * F.silu(self.to_gate(x)))
