@@ -22,6 +22,8 @@ in [0, 1], output in [0, 1] with the sigmoid head (big-lama). See
 """
 from __future__ import annotations
 
+import pickle
+import types
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -366,11 +368,35 @@ def _ffc_kwargs(kw: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
             "enable_lfu": kw.get("enable_lfu", False)}
 
 
+class _Unresolved:
+    """Stands in for a pickled object whose class cannot be imported here (e.g. omegaconf configs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_state"] = state
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_Unresolved,), {"__module__": module})
+
+
+# big-lama's best.ckpt pickles its training config (omegaconf objects, saicinpainting classes) next to
+# the weights; only the tensors are needed, so classes that are not installed load as placeholders.
+_TOLERANT_PICKLE = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load, __name__="pickle")
+
+
 def load_big_lama_generator(generator: FFCResNetGenerator, path: str | Path, prefix: str = "generator.") -> FFCResNetGenerator:
     """Load the ``generator.*`` weights of a LaMa Lightning checkpoint (e.g. big-lama ``best.ckpt``).
 
     The checkpoint's ``state_dict`` also holds discriminator / loss-network weights; only the keys
-    under ``prefix`` are used, and they must match ``generator`` exactly (strict).
+    under ``prefix`` are used, and they must match ``generator`` exactly (strict). The pickled
+    training config (omegaconf objects) loads without omegaconf installed.
 
     Args:
         generator: the module to fill (built with :data:`BIG_LAMA_CONFIG` for big-lama).
@@ -386,7 +412,7 @@ def load_big_lama_generator(generator: FFCResNetGenerator, path: str | Path, pre
         raise FileNotFoundError(
             f"LaMa checkpoint not found: {path}. Download big-lama from {BIG_LAMA_URL} and place "
             f"best.ckpt at {path} (or set the inpainter's checkpoint path in the config).")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TOLERANT_PICKLE)
     state = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
     if state is None:
         raise KeyError(f"{path}: not a LaMa Lightning checkpoint (no 'state_dict' entry); "

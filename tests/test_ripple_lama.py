@@ -66,6 +66,32 @@ def test_loads_lightning_checkpoint_generator_keys(tmp_path):
         assert torch.equal(inp.generator.state_dict()[k], v), k
 
 
+def test_checkpoint_with_config_objects_of_uninstalled_packages_loads(tmp_path):
+    """big-lama's best.ckpt pickles omegaconf configs; loading must not need those packages."""
+    import sys
+    import types
+
+    fake = types.ModuleType("fake_omegaconf_for_test")
+
+    class DictConfig:
+        def __init__(self, content):
+            self.content = content
+
+    DictConfig.__module__ = fake.__name__
+    DictConfig.__qualname__ = "DictConfig"
+    fake.DictConfig = DictConfig
+    sys.modules[fake.__name__] = fake
+    src = FFCResNetGenerator(**TINY)
+    state = {f"generator.{k}": v for k, v in src.state_dict().items()}
+    try:
+        torch.save({"state_dict": state, "hyper_parameters": {"config": DictConfig({"generator": {"kind": "ffc_resnet"}})}},
+                   tmp_path / "best.ckpt")
+    finally:
+        del sys.modules[fake.__name__]
+    gen = load_big_lama_generator(FFCResNetGenerator(**TINY), tmp_path / "best.ckpt")
+    assert all(torch.equal(gen.state_dict()[k], v) for k, v in src.state_dict().items())
+
+
 def test_checkpoint_errors_name_the_problem(tmp_path):
     missing = tmp_path / "nope" / "best.ckpt"
     with pytest.raises(FileNotFoundError, match="best.ckpt"):
