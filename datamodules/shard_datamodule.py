@@ -70,6 +70,15 @@ def split_range(count: int, parts: int, index: int) -> tuple[int, int]:
     return start, start + base + (1 if index < extra else 0)
 
 
+def _nearest_resize_crop(seg: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """Nearest-neighbour resize of a class-id map to ``size`` (w, h) followed by ``box`` crop, by index arithmetic."""
+    height, width = seg.shape
+    left, top, right, bottom = box if box is not None else (0, 0, size[0], size[1])
+    rows = np.minimum(((np.arange(top, bottom) + 0.5) * height / size[1]).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(left, right) + 0.5) * width / size[0]).astype(np.int64), width - 1)
+    return seg[np.ix_(rows, cols)]
+
+
 class SampleProcessor:
     """Decodes one raw shard sample and turns it into tensors (image, optional mask, type, category, key).
 
@@ -87,7 +96,8 @@ class SampleProcessor:
     ) -> None:
         self.resolution = resolution
         self.crop = crop
-        self.known_ids = np.array(sorted(class_list.ids), dtype=np.int64)
+        self.known = np.zeros(65536, dtype=bool)  # lookup table: id -> listed in the class list
+        self.known[sorted(class_list.ids)] = True
         self.has_classes = len(class_list) > 0
         self.sampler = sampler
         self.horizontal_flip = horizontal_flip
@@ -121,12 +131,7 @@ class SampleProcessor:
         if box is not None:
             image = image.crop(box)
         if seg is not None:
-            seg_image = Image.fromarray(seg.astype(np.int32), mode="I")
-            if seg_image.size != size:
-                seg_image = seg_image.resize(size, Image.NEAREST)
-            if box is not None:
-                seg_image = seg_image.crop(box)
-            seg = np.asarray(seg_image).astype(np.int64)
+            seg = _nearest_resize_crop(seg, size, box)
         array = np.array(image, dtype=np.uint8)  # a writable copy
         if train and self.horizontal_flip and rng.random() < 0.5:
             array = array[:, ::-1]
@@ -162,7 +167,7 @@ class SampleProcessor:
     def _segmentation(self, sample: dict, image_size: tuple[int, int]) -> np.ndarray | None:
         try:
             with Image.open(io.BytesIO(sample[SEG_SUFFIX])) as opened:
-                seg = np.asarray(opened).astype(np.int64)
+                seg = np.asarray(opened)
         except Exception as err:
             self._skip_seg(sample, f"undecodable segmentation map ({type(err).__name__})")
             return None
@@ -173,7 +178,8 @@ class SampleProcessor:
             return None
         if not self.has_classes:
             return None
-        unknown = ~np.isin(seg, self.known_ids)
+        seg = seg.astype(np.int32)
+        unknown = ~self.known[np.clip(seg, 0, 65535)]
         if unknown.any():
             url = str(sample.get("__url__"))
             if url not in self._warned_ids:

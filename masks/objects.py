@@ -30,10 +30,15 @@ def class_regions(
 def present_classes(segmentation: np.ndarray, class_ids: Collection[int]) -> np.ndarray:
     """The ids of ``class_ids`` that occur in the map."""
     wanted = np.fromiter(class_ids, dtype=np.int64, count=len(class_ids))
-    if segmentation.size and 0 <= segmentation.min() and segmentation.max() <= 65535:
-        present = np.flatnonzero(np.bincount(segmentation.ravel()))  # much faster than np.unique for class ids
+    flat = segmentation.ravel()
+    if flat.size and flat.min() < 0:  # negative = unlabeled / ignored pixels
+        flat = flat[flat >= 0]
+    if flat.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if flat.max() <= 65535:
+        present = np.flatnonzero(np.bincount(flat))  # much faster than np.unique for class ids
     else:
-        present = np.unique(segmentation)
+        present = np.unique(flat)
     return np.intersect1d(present, wanted)
 
 

@@ -167,6 +167,9 @@ def broken_shard(tmp_path_factory):
                 sample["png"] = b"\x89PNG\r\n\x1a\n truncated garbage"
             if i == 5:
                 sample["seg.png"] = encode_segmentation(seg[:20, :20])
+            if i == 6:
+                seg[:8, :8] = 99  # an id the class list does not name
+                sample["seg.png"] = encode_segmentation(seg)
             sink.write(sample)
     return path
 
@@ -179,6 +182,7 @@ def test_undecodable_image_is_skipped_counted_and_reported(broken_shard):
     messages = [str(w.message) for w in record]
     assert any("'s3'" in m and "mixed-000000.tar" in m and "undecodable image" in m for m in messages)
     assert any("'s5'" in m and "segmentation map of size" in m for m in messages)
+    assert any("[99] missing from the class list" in m and "mixed-000000.tar" in m for m in messages)
     assert sorted(val_keys) == ["s0", "s1", "s2", "s4", "s5", "s6", "s7"]  # s5 is kept, without segmentation
     with pytest.warns(SkippedSampleWarning, match="undecodable image"):
         train = list(dm.train_dataloader())  # training continues past the broken sample
@@ -210,6 +214,17 @@ def test_prepare_data_generates_the_synthetic_set_once(tmp_path):
     dm.setup("fit")
     assert next(iter(dm.train_dataloader()))["image"].shape == (2, 3, 32, 32)
     assert len(list(tmp_path.joinpath("data").iterdir())) == 1  # no staging folder left behind
+
+
+def test_segmentation_follows_the_image_geometry():
+    from datamodules.shard_datamodule import _nearest_resize_crop
+
+    seg = np.random.default_rng(0).integers(0, 300, (37, 53)).astype(np.int32)
+    for size, box in [((70, 49), (5, 3, 37, 35)), ((53, 37), None), ((32, 32), None), ((90, 63), (0, 0, 90, 63))]:
+        ref = Image.fromarray(seg, mode="I").resize(size, Image.NEAREST)
+        if box is not None:
+            ref = ref.crop(box)
+        np.testing.assert_array_equal(_nearest_resize_crop(seg, size, box), np.asarray(ref))
 
 
 def test_split_range_partitions_exactly():
