@@ -243,3 +243,32 @@ def _dm(tmp_path: Path) -> ImageFilesDataModule:
     if not root.exists():
         _write_inputs(root)
     return ImageFilesDataModule(str(root / "images"), str(root / "masks"))
+
+
+def test_cli_tiny_fit_one_stage_then_three_stage_predict(tmp_path, synthetic_shards):
+    """``python -m main fit`` with configs/c2f/tiny.yaml (stage 2 only), then ``predict`` with configs/c2f/predict.yaml."""
+    from main import cli_main
+
+    cli_main([
+        "fit", "--config", "configs/c2f/tiny.yaml",
+        f"--data.init_args.train_shards={synthetic_shards.train}", f"--data.init_args.val_shards={synthetic_shards.val}",
+        "--data.init_args.synthetic_dir=null", "--data.init_args.samples_per_epoch=24",
+        "--model.init_args.train_stages=[2]", "--model.init_args.val_sampling_steps=[1,1,1]",
+        "--trainer.max_steps=4", "--trainer.val_check_interval=4", "--trainer.limit_val_batches=1",
+        f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}",
+    ])
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    assert {p.name.split("_")[0] for p in tmp_path.rglob("images/val/s*_e*.png")} == {"s0", "s1", "s2"}
+    imgs, masks, arrays = _write_inputs(tmp_path / "in")
+    out_dir = tmp_path / "out"
+    cli_main([
+        "predict", "--config", "configs/c2f/tiny.yaml", "--config", "configs/c2f/predict.yaml", f"--ckpt_path={ckpt}",
+        "--model.init_args.sampling_steps=[2,2,2]",
+        f"--data.init_args.images={imgs}", f"--data.init_args.masks={masks}",
+        f"--trainer.callbacks.init_args.output_dir={out_dir}", f"--trainer.default_root_dir={tmp_path / 'predict'}",
+    ])
+    for stem in arrays:
+        inp = np.asarray(Image.open(imgs / f"{stem}.png").convert("RGB"))
+        out = np.asarray(Image.open(out_dir / f"{stem}.png"))
+        known = np.asarray(Image.open(masks / f"{stem}.png")) < 128
+        assert out.shape == inp.shape and np.array_equal(out[known], inp[known]), stem
