@@ -99,9 +99,10 @@ class GraphonomyParser(HumanParser):
 class MaskFolderParser(HumanParser):
     """Reads precomputed person masks or CIHP label maps: ``<root>/<key><suffix>``.
 
-    A file is a single-channel 8-bit image (RGB files are converted to luminance). With
-    ``kind="labels"`` its values are class ids (person = any of ``person_classes``, default every
-    non-zero id); with ``kind="mask"`` person = value >= 128 and the label map is the 0/1 mask.
+    With ``kind="mask"`` a file is an 8-bit image (converted to luminance), person = value >= 128,
+    and the label map is the 0/1 mask. With ``kind="labels"`` it holds class ids (8-bit gray or
+    palette PNG; palette indices are the ids) and person = any of ``person_classes`` (default
+    every non-zero id).
     Files of another size are resized to the image with nearest-neighbour sampling.
 
     The ripple evaluator asks for the original as ``<key>`` and for an edit as
@@ -131,6 +132,15 @@ class MaskFolderParser(HumanParser):
         """File that holds the mask of sample ``key``."""
         return self.root / f"{key}{self.suffix}"
 
+    def _read(self, path: Path) -> np.ndarray:
+        img = Image.open(path)
+        if self.kind == "mask":
+            return np.asarray(img.convert("L"))
+        if img.mode in ("P", "L", "I", "I;16"):  # class ids: palette indices or gray values, never colours
+            return np.asarray(img)
+        raise ValueError(f"MaskFolderParser: label map {path} is a {img.mode} image; label maps must hold class ids "
+                         "(8-bit gray or palette PNG, e.g. Graphonomy's *_gray.png), not colour visualisations")
+
     @torch.no_grad()
     def parse(self, image: torch.Tensor, keys: Sequence[str] | None = None) -> HumanParse:
         if keys is None or len(keys) != image.shape[0]:
@@ -142,7 +152,7 @@ class MaskFolderParser(HumanParser):
             path = self.path_for(key)
             if not path.is_file():
                 raise FileNotFoundError(f"MaskFolderParser: no mask for key {key!r}: {path} is missing")
-            arr = np.asarray(Image.open(path).convert("L"))
+            arr = self._read(path)
             t = torch.from_numpy(arr.astype(np.int64))[None, None].float()
             if t.shape[-2:] != (h, w):
                 t = F.interpolate(t, size=(h, w), mode="nearest")

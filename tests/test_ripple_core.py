@@ -177,6 +177,14 @@ def test_mask_folder_parser_reads_masks_and_label_maps(tmp_path):
     pl = MaskFolderParser(str(tmp_path / "masks"), kind="labels", suffix="_labels.png", person_classes=[14])
     r = pl.parse(torch.zeros(1, 3, 32, 32), ["c"])
     assert r.labels[0, 5, 5] == 14 and r.person.sum() == 16
+    pal = Image.frombytes("P", (32, 32), labels.tobytes())  # palette PNG: indices are the class ids
+    pal.putpalette([v for i in range(256) for v in (i * 7 % 256, i * 3 % 256, 255 - i)])
+    pal.save(tmp_path / "masks" / "d_labels.png")
+    r = pl.parse(torch.zeros(1, 3, 32, 32), ["d"])
+    assert r.labels[0, 5, 5] == 14 and r.labels[0, 10, 10] == 2
+    Image.fromarray(np.stack([labels] * 3, -1)).save(tmp_path / "masks" / "e_labels.png")
+    with pytest.raises(ValueError, match="class ids"):
+        pl.parse(torch.zeros(1, 3, 32, 32), ["e"])
     with pytest.raises(FileNotFoundError, match="zzz.png"):
         p.parse(torch.zeros(1, 3, 32, 32), ["zzz"])
     with pytest.raises(ValueError, match="one key per image"):
