@@ -118,13 +118,13 @@ class HFGIPipeline(nn.Module):
         encoder_layers: int = 50,
         randomize_noise: bool = False,
     ) -> "HFGIPipeline":
-        """Random-init pipeline (official shapes for the defaults; see the network classes for args)."""
+        """Random-init pipeline in eval mode (official shapes for the defaults; see the network classes)."""
         generator = StyleGAN2Generator(
             size, style_dim, n_mlp, channel_multiplier, fusion_layer=fusion_layer, max_channels=max_channels
         )
         encoder = Encoder4Editing(size, encoder_layers, "ir_se", style_dim=style_dim)
         consultation = ConsultationEncoder(generator.fusion_channels, generator.fusion_resolution)
-        return cls(encoder, generator, consultation, DistortionAligner(), None, resolution, randomize_noise)
+        return cls(encoder, generator, consultation, DistortionAligner(), None, resolution, randomize_noise).eval()
 
     @classmethod
     def from_checkpoints(
@@ -147,6 +147,7 @@ class HFGIPipeline(nn.Module):
         provides encoder, generator and latent_avg, and E_c / ADA start from random init (the
         start of HFGI training). ``stylegan2`` (``stylegan2-ffhq-config-f.pt``) loads ``g_ema``
         into the generator (after e4e; used alone it gives a random-init encoder).
+        The pipeline is returned in eval mode (BatchNorm uses its stored statistics).
         """
         if hfgi is None and e4e is None and stylegan2 is None:
             raise ValueError("from_checkpoints needs at least one of hfgi=, e4e=, stylegan2=")
