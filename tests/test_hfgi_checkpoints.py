@@ -166,3 +166,30 @@ def test_direction_files_official_shapes_and_bad_shape(tmp_path):
 def test_cuda_saved_pose_direction_loads_on_cpu(tmp_path):
     torch.save(torch.randn(1, 8, 32, device="cuda:0"), tmp_path / "pose.pt")
     assert load_direction(tmp_path / "pose.pt", 8, 32).device.type == "cpu"
+
+
+def test_arcface_ir_se50_layout_roundtrip_and_identity_loss(tmp_path):
+    from networks.arcface import ArcFaceBackbone, IdentityLoss
+
+    torch.manual_seed(0)
+    net = ArcFaceBackbone().eval()
+    sd = net.state_dict()
+    # model_ir_se50.pth layout (TreB1eN Backbone(112, 50, 'ir_se')): same stem/body as e4e + output_layer
+    assert tuple(sd["output_layer.0.running_var"].shape) == (512,)
+    assert tuple(sd["output_layer.3.weight"].shape) == (512, 512 * 7 * 7)
+    assert tuple(sd["output_layer.4.running_mean"].shape) == (512,)
+    assert len([k for k in sd if k.startswith("body.") and k.endswith("res_layer.5.fc1.weight")]) == 24
+    torch.save(sd, tmp_path / "model_ir_se50.pth")
+    loss = IdentityLoss(tmp_path / "model_ir_se50.pth")
+    loss.train()
+    assert not loss.backbone.training and not any(p.requires_grad for p in loss.parameters())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    same = loss(x, x)
+    assert same.shape == (2,) and float(same.abs().max()) < 1e-5
+    assert float(loss(x, x.flip(-1).roll(7, -2)).min()) > 1e-4
+    with pytest.raises(FileNotFoundError, match="model_ir_se50.pth"):
+        IdentityLoss(tmp_path / "missing" / "model_ir_se50.pth")
+    sd.pop("output_layer.3.weight")
+    torch.save(sd, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError, match="missing keys \\(1\\): output_layer.3.weight"):
+        IdentityLoss(tmp_path / "broken.pth")
