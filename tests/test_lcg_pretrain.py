@@ -183,3 +183,22 @@ def test_cli_tiny_config_trains_on_synthetic_shards(tmp_path, synthetic_shards):
     assert last < 0.6 * first, (first, last)
     assert any(tmp_path.rglob("last.ckpt"))
     assert any(tmp_path.rglob("images/val/inpainting_*.png"))
+
+
+def test_image_logger_logs_to_wandb_offline(tmp_path, monkeypatch):
+    """With a WandbLogger the grids also land in the W&B run (offline mode: written to its media folder)."""
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    data = DataLoader(fixed_set(4), batch_size=4)
+    logger = ImageLogger(max_images=2)
+    tr = trainer(tmp_path, max_steps=1, logger=WandbLogger(save_dir=tmp_path, offline=True, project="restorelab-test"), callbacks=[logger])
+    try:
+        tr.fit(make_module(), data, data)
+    finally:
+        wandb.finish()
+    assert logger.last_paths and logger.last_paths[0].is_file()
+    media = list(tmp_path.rglob("files/media/images/val/inpainting_*.png"))
+    assert media, "the grid was not logged to the W&B run"
