@@ -118,6 +118,13 @@ def test_consistency_loss_zero_when_agree_grows_with_disagreement():
 
 
 # ---------------------------------------------------------------- predict inputs
+def test_uint8_round_trip_is_exact():
+    from callbacks.prediction_writer import to_uint8
+
+    u = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_uint8(u.float() / 127.5 - 1.0), u)
+
+
 def _write(path, arr, mode=None):
     Image.fromarray(arr, mode=mode).save(path)
 
