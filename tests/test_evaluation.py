@@ -268,24 +268,6 @@ def test_report_files_and_comparison(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ the CLI
-@pytest.mark.slow
-def test_tiny_eval_config_runs_through_main_test(tmp_path):
-    """The CI command: generates its synthetic set, needs no weight file (empty TORCH_HOME), writes the report."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TORCH_HOME": str(tmp_path / "no_weights")}
-    cmd = [sys.executable, "-m", "main", "test", "--config", str(REPO / "configs/eval/tiny_synthetic.yaml"),
-           "--data.init_args.synthetic_dir", str(tmp_path / "synthetic_eval"),
-           "--data.init_args.synthetic_count", "8",
-           "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    eval_dir = next((tmp_path / "runs").glob("eval_tiny_synthetic/*/eval"))
-    report = read_report(eval_dir / "report.json")
-    assert report["num_images"] == 8 and report["comparable_to_paper"] is False
-    assert all(np.isfinite(report["figures"][k]) for k in ("fid", "lpips", "psnr", "ssim"))
-    assert (eval_dir / "report.csv").read_text().startswith("name,benchmark,mask_protocol,num_images,fid,lpips,psnr,ssim")
-    assert (eval_dir / "samples_00.png").is_file()
-
-
 def _tiny_c2f_checkpoint(path: Path, seed: int) -> Path:
     from lightning_modules.c2f_diffusion import C2FDiffusionModule
 
@@ -341,3 +323,55 @@ def test_full_size_eval_configs_parse(configs):
     assert cfg.model.class_path.endswith("InpaintingEvaluator") and cfg.data.class_path.endswith("EvalDataModule")
     assert cfg.model.init_args.benchmark in ("places2_mat_large", "places2_mat_small", "celebahq")
     assert cfg.model.init_args.lpips_pretrained_backbone and cfg.model.init_args.fid_features is None
+
+
+@pytest.mark.slow
+def test_tiny_eval_config_through_main_test_single_and_ddp(tmp_path):
+    """The CI command (generates its synthetic set, no weight files: empty TORCH_HOME) writes its report; with two
+    CPU ranks (DDP, gloo) each image is evaluated once and the synced figures equal the single-process ones."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TORCH_HOME": str(tmp_path / "no_weights")}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_JOB_ID", "SLURM_NTASKS"):
+        env.pop(var, None)
+    reports = {}
+    for devices in (1, 2):
+        cmd = [sys.executable, "-m", "main", "test", "--config", str(REPO / "configs/eval/tiny_synthetic.yaml"),
+               "--data.init_args.synthetic_dir", str(tmp_path / "synthetic_eval"),
+               "--data.init_args.synthetic_count", "10", "--data.init_args.batch_size", "2",
+               "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
+               "--model.init_args.report_dir", str(tmp_path / f"report_{devices}"),
+               "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        reports[devices] = read_report(tmp_path / f"report_{devices}" / "report.json")
+    single = tmp_path / "report_1"
+    assert reports[1]["comparable_to_paper"] is False and reports[1]["mask_protocol"] == "mat_large"
+    assert all(np.isfinite(reports[1]["figures"][k]) for k in ("fid", "lpips", "psnr", "ssim"))
+    assert (single / "report.csv").read_text().startswith("name,benchmark,mask_protocol,num_images,fid,lpips,psnr,ssim")
+    assert (single / "samples_00.png").is_file() and not (tmp_path / "no_weights").exists()
+    assert reports[2]["num_images"] == reports[1]["num_images"] == 10
+    keys = [line.split(",")[0] for line in (tmp_path / "report_2" / "per_image.csv").read_text().splitlines()[1:]]
+    assert len(keys) == len(set(keys)) == 10
+    for name in ("fid", "lpips", "psnr", "ssim"):
+        assert reports[2]["figures"][name] == pytest.approx(reports[1]["figures"][name], rel=1e-4, abs=1e-6), name
+
+
+def test_benchmarks_markdown_is_generated_from_result_files(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import run_all
+
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    monkeypatch.setattr(run_all, "META", tmp_path / "run_all.json")
+    (tmp_path / "train_throughput.json").write_text(json.dumps({
+        "benchmark": "train_throughput", "torch": "x",
+        "rows": [{"case": "lcg", "precision": "32-true", "images_per_s": 12.3456, "compiled": ["unet"]},
+                 {"case": "hfgi", "precision": "bf16-mixed", "images_per_s": None, "error": "boom"}]}))
+    (tmp_path / "run_all.json").write_text(json.dumps({"runs": {"train_throughput": {
+        "command": "python benchmarks/train_throughput.py --steps 5", "status": "ok", "seconds": 1.0,
+        "finished": "now", "machine": {"cpu": "TestCPU", "cores": 2, "torch": "2.x", "python": "3.11", "gpu": None,
+                                       "load_average_1m": 0.5}}}}))
+    text = run_all.write_markdown(tmp_path / "BENCHMARKS.md").read_text()
+    assert "No GPU was available during this work" in text
+    assert "Command: `python benchmarks/train_throughput.py --steps 5`" in text and "TestCPU, 2 cores, no GPU" in text
+    assert "| case | precision | images_per_s | compiled | error |" in text
+    assert "| lcg | 32-true | 12.35 | unet | - |" in text and "| hfgi | bf16-mixed | - | - | boom |" in text
+    assert "## attention" in text and "No results (`benchmarks/attention.py`: not run)" in text
