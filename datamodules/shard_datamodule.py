@@ -225,8 +225,11 @@ class _EpochCounter:
 class _TrainStream:
     """Pipeline stage: shuffle buffer + decode + masks + batching, with a per-(rank, worker, epoch) RNG."""
 
-    def __init__(self, processor: SampleProcessor, seed: int, rank: int, epoch: _EpochCounter, batch_size: int, buffer: int, batches: int):
-        self.processor, self.seed, self.rank, self.epoch = processor, seed, rank, epoch
+    def __init__(
+        self, processor: SampleProcessor, seed: int, rank: int, epoch: _EpochCounter, batch_size: int, buffer: int,
+        batches: int, errors: _TrainReadErrors,
+    ):
+        self.processor, self.seed, self.rank, self.epoch, self.errors = processor, seed, rank, epoch, errors
         self.batch_size, self.buffer, self.batches = batch_size, buffer, batches
         self._iterations = 0
 
@@ -252,7 +255,9 @@ class _TrainStream:
             picked = buffer.pop(int(rng.integers(len(buffer))))
             processed = self.processor(picked, rng, train=True)
             if processed is None:
+                self.errors.failed(f"sample {picked.get('__key__')!r} of {picked.get('__url__')} skipped")
                 continue
+            self.errors.consecutive = 0
             batch.append(processed)
             if len(batch) == self.batch_size:
                 yield collate(batch)
@@ -315,13 +320,34 @@ def _raise_naming_shard(exn: Exception) -> bool:
     ) from exn
 
 
-def _warn_naming_shard(exn: Exception) -> bool:
-    warnings.warn(
-        f"skipping unreadable training shard data ({exn!r}); rewrite the shard or drop it from train_shards",
-        SkippedSampleWarning,
-        stacklevel=2,
-    )
-    return True
+class _TrainReadErrors:
+    """Handler for unreadable training shard data: warn and go on, but fail after many failures in a row.
+
+    Resampling never runs out of shards, so without the limit a shard list where every file is broken would spin
+    forever instead of failing. Skipped samples count too; ``_TrainStream`` resets the count on every usable sample.
+    """
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self.consecutive = 0
+
+    def failed(self, what: str) -> None:
+        """Count one failure (unreadable data or skipped sample); raise ShardError when the limit is reached."""
+        self.consecutive += 1
+        if self.consecutive >= self.limit:
+            raise ShardError(
+                f"{self.consecutive} consecutive failures reading the training shards without one usable sample, "
+                f"last: {what}; the shards are corrupt or unreadable: rewrite them with `python -m datamodules.shards write ...`"
+            )
+
+    def __call__(self, exn: Exception) -> bool:
+        self.failed(repr(exn))
+        warnings.warn(
+            f"skipping unreadable training shard data ({exn!r}); rewrite the shard or drop it from train_shards",
+            SkippedSampleWarning,
+            stacklevel=2,
+        )
+        return True
 
 
 class _EpochDataLoader(DataLoader):
@@ -525,10 +551,13 @@ class ShardDataModule(LightningDataModule):
         self._require("train")
         rank, _world = distributed_rank_world()
         batches = self.samples_per_epoch // self.batch_size
-        stream = _TrainStream(self._processor("train"), self.seed, rank, self._train_epoch, self.batch_size, self.shuffle_buffer, batches)
+        errors = _TrainReadErrors()
+        stream = _TrainStream(
+            self._processor("train"), self.seed, rank, self._train_epoch, self.batch_size, self.shuffle_buffer, batches, errors
+        )
         pipeline = wds.DataPipeline(
             wds.ResampledShards(self._files["train"], seed=self.seed, worker_seed=stream.worker_seed, deterministic=True),
-            wds.tarfile_to_samples(handler=_warn_naming_shard),
+            wds.tarfile_to_samples(handler=errors),
             stream,
         ).with_length(batches, silent=True)
         return _EpochDataLoader(

@@ -190,6 +190,18 @@ def test_undecodable_image_is_skipped_counted_and_reported(broken_shard):
     assert sum(n for reason, n in dm.skipped_samples.items() if reason.startswith("undecodable image")) >= 2
 
 
+def test_training_shards_broken_after_the_header_fail_instead_of_spinning(synthetic_shards, tmp_path):
+    """A tar whose first header is fine but whose data is cut: warnings, then a clear error (never a hang)."""
+    good = resolve_shards(synthetic_shards.val)[0]
+    data = open(good, "rb").read()
+    broken = tmp_path / "cut-000000.tar"
+    broken.write_bytes(data[:1536 + 50])  # two intact headers, then the data of the second file is cut
+    dm = _dm(synthetic_shards, train_shards=str(broken))
+    dm.setup("fit")
+    with pytest.warns(SkippedSampleWarning, match="cut-000000.tar"), pytest.raises(ShardError, match="consecutive failures"):
+        list(dm.train_dataloader())
+
+
 def test_face_dataset_without_segmentation_gives_random_and_replacement_masks(tmp_path):
     faces = tmp_path / "faces"
     faces.mkdir()
