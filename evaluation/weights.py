@@ -161,12 +161,26 @@ def inception_feature_extractor(feature: int = 2048, weights_dir: str | os.PathL
 _SLICE_KEY = re.compile(r"^slice\d+\.(\d+)\.(.+)$")
 
 
+def _frozen_lpips_class():
+    import lpips
+
+    class FrozenLPIPS(lpips.LPIPS):
+        """``lpips.LPIPS`` that stays in eval mode (no dropout in its linear layers) when a parent module
+        is put in training mode, e.g. as a loss inside a LightningModule."""
+
+        def train(self, mode: bool = True) -> "FrozenLPIPS":
+            return super().train(False)
+
+    return FrozenLPIPS
+
+
 def build_lpips(
     net: str = "alex",
     pretrained_backbone: bool = True,
     weights_dir: str | os.PathLike | None = None,
 ) -> nn.Module:
-    """The ``lpips`` package's LPIPS (v0.1) built offline, in eval mode, with ``requires_grad=False``.
+    """The ``lpips`` package's LPIPS (v0.1) built offline, frozen: ``requires_grad=False`` and always in eval
+    mode (``.train()`` is a no-op, so a training module that holds it as a loss gets no dropout).
 
     The calibrated linear layers always come from the ``lpips`` package (they ship with it).
     The ImageNet backbone is read from its torchvision file in ``weights_dir`` (never
@@ -184,8 +198,6 @@ def build_lpips(
         ValueError: unknown ``net``.
         MissingWeightsError: ``pretrained_backbone`` and the backbone file is absent.
     """
-    import lpips
-
     if net not in LPIPS_BACKBONES:
         raise ValueError(f"build_lpips: net must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")
     backbone_path = require_weight_file(LPIPS_BACKBONES[net], weights_dir) if pretrained_backbone else None
@@ -193,7 +205,7 @@ def build_lpips(
     # never reaches for the network; the ImageNet weights are loaded below from the local file.
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` flag
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.models\._utils")
-        model = lpips.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
+        model = _frozen_lpips_class()(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
     if backbone_path is not None:
         source = torch.load(backbone_path, map_location="cpu", weights_only=True)
         target = model.net.state_dict()

@@ -217,8 +217,8 @@ class InpaintingEvaluator(LightningModule):
         rows = self._gather_rows()
         num_images = len(rows)
         for key, value in figures.items():
-            self.log(f"test/{key}", value, sync_dist=False, rank_zero_only=False)
-        self.log("test/num_images", float(num_images))
+            self.log(f"test/{key}", value, sync_dist=True)  # already global: identical on every rank
+        self.log("test/num_images", float(num_images), sync_dist=True)
         if self.global_rank != 0:
             return
         keys = [r["key"] for r in rows]

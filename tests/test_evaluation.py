@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lpips
 import numpy as np
 import pytest
 import torch
@@ -68,6 +69,7 @@ def test_build_lpips_loads_backbone_from_torch_home(empty_torch_home):
     torch.save(reference, empty_torch_home / "alexnet-owt-7be5be79.pth")
     net = build_lpips("alex")
     assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert isinstance(net, lpips.LPIPS) and not net.train().training  # stays frozen inside a training module
     torch.testing.assert_close(getattr(net.net.slice1, "0").weight, reference["features.0.weight"])
     torch.testing.assert_close(getattr(net.net.slice5, "10").bias, reference["features.10.bias"])
     torch.save({"classifier.1.weight": torch.zeros(1)}, empty_torch_home / "alexnet-owt-7be5be79.pth")
