@@ -61,12 +61,14 @@ def pair_images_and_masks(images: str | Path, masks: str | Path) -> list[tuple[P
     image_files = _list_images(Path(images), "images")
     mask_files = _list_images(Path(masks), "masks")
     if Path(images).is_file():
-        if len(mask_files) != 1 and not Path(masks).is_file():
-            match = [m for m in mask_files if m.stem == image_files[0].stem]
-            if not match:
-                raise FileNotFoundError(f"no mask named {image_files[0].stem}.* in {masks} for image {images}")
-            return [(image_files[0], match[0])]
-        return [(image_files[0], mask_files[0])]
+        if Path(masks).is_file():
+            return [(image_files[0], mask_files[0])]
+        match = [m for m in mask_files if m.stem == image_files[0].stem]
+        if not match:
+            raise FileNotFoundError(f"no mask named {image_files[0].stem}.* in {masks} for image {images}")
+        return [(image_files[0], match[0])]
+    if Path(masks).is_file():
+        raise ValueError(f"images is a folder ({images}) but masks is a single file ({masks}); give a folder of masks")
     by_stem = {}
     for m in mask_files:
         if m.stem in by_stem:

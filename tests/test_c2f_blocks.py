@@ -169,5 +169,16 @@ def test_image_files_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="d.png"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ImageFilesDataModule(str(imgs), str(masks)).setup()
+    # single files: any stems; a single image with a mask folder matches by stem
+    single = ImageFilesDataModule(str(imgs / "a.png"), str(masks / "a.png"))
+    assert single.sample_keys == ["a"]
+    other = tmp_path / "other"
+    other.mkdir()
+    _write(other / "x.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(FileNotFoundError, match="no mask named a"):
+        ImageFilesDataModule(str(imgs / "a.png"), str(other)).setup()
+    with pytest.raises(ValueError, match="give a folder of masks"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ImageFilesDataModule(str(imgs), str(masks / "a.png")).setup()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ImageFilesDataModule(str(tmp_path / "nope"), str(masks)).setup()
