@@ -17,7 +17,7 @@ import uuid
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.class_list import ClassList
 from datamodules.shard_files import (
-    CLASS_LIST_NAME,
     IMAGE_EXTENSIONS,
     ShardError,
     check_shard,
@@ -42,6 +41,10 @@ from masks.shape_bank import ShapeBank
 from masks.types import category_of
 
 log = logging.getLogger(__name__)
+
+# Lightning warns about any IterableDataset with __len__ under multi-process loading, because naive datasets
+# duplicate data per worker. Ours split work per worker and their lengths are exact, so the warning is noise.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 SEG_SUFFIX = "seg.png"
 _DONE_MARKER = ".complete"

@@ -21,8 +21,8 @@ import argparse
 import io
 import json
 import os
-import shutil
 import sys
+import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from datamodules.class_list import ClassList
-from datamodules.shard_files import CLASS_LIST_NAME, IMAGE_EXTENSIONS, resolve_shards, sample_keys
+from datamodules.shard_files import CLASS_LIST_NAME, IMAGE_EXTENSIONS, load_class_list, resolve_shards, sample_keys
 from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene
 
 SEG_SUFFIX = "seg.png"
@@ -304,16 +304,12 @@ def write_synthetic_shards(
 
 def inspect_shards(spec: str | Sequence[str]) -> dict:
     """Per-shard sample counts and file suffixes, plus the class list (reads tar headers only)."""
-    from datamodules.shard_files import load_class_list  # local: keeps module import light
-
     files = resolve_shards(spec)
     report = {"shards": [], "samples": 0, "suffixes": Counter()}
     for path in files:
         keys = sample_keys(path)
         report["shards"].append({"path": path, "samples": len(keys), "bytes": os.path.getsize(path)})
         report["samples"] += len(keys)
-        import tarfile
-
         with tarfile.open(path, "r:") as archive:
             for member in archive:
                 if member.isfile():

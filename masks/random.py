@@ -5,8 +5,6 @@ import hashlib
 
 import numpy as np
 
-RngLike = "np.random.Generator | int | None"
-
 
 def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     """Return ``rng`` itself when it is a Generator, else a new Generator seeded with it (None = OS entropy)."""
