@@ -2,7 +2,7 @@
 
 - ``"fg_bg"`` (PixelHacker): no null token; the conditional pass reads the foreground tokens,
   the "unconditional" one the background tokens: ``eps = eps_bg + s * (eps_fg - eps_bg)``.
-- ``"null"``: a learned null token set trained by condition dropout;
+- ``"learned_null"``: a learned null token set trained by condition dropout;
   ``eps = eps_null + s * (eps_c - eps_null)`` with ``c`` the sample's own category.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from networks.category_embedding import LatentCategoryEmbedding
 
 __all__ = ["GuidanceMode", "cfg_combine", "guidance_contexts"]
 
-GuidanceMode = Literal["fg_bg", "null"]
+GuidanceMode = Literal["fg_bg", "learned_null"]
 
 
 def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -30,13 +30,14 @@ def guidance_contexts(
 
     Args:
         embedding: the LCG embedding.
-        category: ``(B,)`` category ids of the samples (used by ``"null"``; ``"fg_bg"`` always
+        category: ``(B,)`` category ids of the samples (used by ``"learned_null"``; ``"fg_bg"`` always
             contrasts foreground against background, as PixelHacker does).
-        mode: ``"fg_bg"`` or ``"null"``.
+        mode: ``"fg_bg"`` or ``"learned_null"``.
     """
     b = category.shape[0]
     if mode == "fg_bg":
         return embedding.foreground(b), embedding.background(b)
-    if mode == "null":
+    if mode == "learned_null":
         return embedding.tokens(category), embedding.null(b)
-    raise ValueError(f"unknown guidance mode {mode!r}; choose 'fg_bg' (PixelHacker) or 'null' (learned null embedding)")
+    hint = " (the learned-null mode is named 'learned_null': a bare null is YAML's None)" if mode in (None, "null") else ""
+    raise ValueError(f"unknown guidance mode {mode!r}; choose 'fg_bg' (PixelHacker) or 'learned_null'{hint}")

@@ -94,10 +94,10 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         known_weight: noise-loss weight of known pixels.
         noise_weight: weight of the mask-weighted noise loss in the total.
         l1_weight: weight of the image L1 on the predicted x0.
-        guidance: ``"fg_bg"`` (PixelHacker, ``eps_bg + s (eps_fg - eps_bg)``) or ``"null"`` (learned
+        guidance: ``"fg_bg"`` (PixelHacker, ``eps_bg + s (eps_fg - eps_bg)``) or ``"learned_null"`` (learned
             null tokens, condition dropout, ``eps_null + s (eps_c - eps_null)``).
         cond_drop_prob: probability of replacing a sample's tokens by the null tokens in training;
-            None means 0.1 with ``guidance="null"``; must be None or 0 with ``"fg_bg"``.
+            None means 0.1 with ``guidance="learned_null"``; must be None or 0 with ``"fg_bg"``.
         guidance_scale: CFG gain ``s`` used for the logged samples.
         sample_steps: DDIM steps for the logged samples.
         sample_eta: DDIM eta for the logged samples.
@@ -131,19 +131,22 @@ class LCGPretrainModule(LossTermHost, LightningModule):
             raise ValueError(
                 f"LCGPretrainModule: embedding.dim={embedding.dim} must equal unet.context_dim={unet.context_dim}"
             )
-        if guidance not in ("fg_bg", "null"):
-            raise ValueError(f"LCGPretrainModule: guidance must be 'fg_bg' or 'null', got {guidance!r}")
-        if guidance == "null":
+        if guidance not in ("fg_bg", "learned_null"):
+            raise ValueError(
+                f"LCGPretrainModule: guidance must be 'fg_bg' or 'learned_null', got {guidance!r}"
+                + (" (a bare null is YAML's None; the learned-null mode is 'learned_null')" if guidance in (None, "null") else "")
+            )
+        if guidance == "learned_null":
             if not embedding.has_null:
-                raise ValueError("LCGPretrainModule: guidance='null' needs embedding.null_embedding=true")
+                raise ValueError("LCGPretrainModule: guidance='learned_null' needs embedding.null_embedding=true")
             cond_drop_prob = 0.1 if cond_drop_prob is None else cond_drop_prob
             if not 0 < cond_drop_prob < 1:
-                raise ValueError(f"LCGPretrainModule: cond_drop_prob must be in (0, 1) with guidance='null', got {cond_drop_prob}")
+                raise ValueError(f"LCGPretrainModule: cond_drop_prob must be in (0, 1) with guidance='learned_null', got {cond_drop_prob}")
         else:
             if cond_drop_prob:
                 raise ValueError(
                     f"LCGPretrainModule: cond_drop_prob={cond_drop_prob} has no effect with guidance='fg_bg' "
-                    "(no null tokens); remove it or use guidance='null'"
+                    "(no null tokens); remove it or use guidance='learned_null'"
                 )
             cond_drop_prob = 0.0
         if degenerate_masks not in ("error", "warn"):
@@ -255,7 +258,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         Args:
             image: ``(B, 3, H, W)`` in [-1, 1].
             mask: ``(B, 1, H, W)``, 1 = hole.
-            category: ``(B,)`` category ids (used by ``guidance="null"``).
+            category: ``(B,)`` category ids (used by ``guidance="learned_null"``).
             steps, guidance_scale, eta: override ``sample_steps`` / ``guidance_scale`` / ``sample_eta``.
             generator: RNG on ``image``'s device.
         """

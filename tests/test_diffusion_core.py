@@ -207,7 +207,7 @@ def test_cfg_batched_equals_two_passes_and_gain_one_is_conditional():
     image, mask = batch()
     masked, t = image * (1 - mask), torch.tensor([100, 700])
     with torch.no_grad():
-        for mode in ("fg_bg", "null"):
+        for mode in ("fg_bg", "learned_null"):
             c, u = guidance_contexts(emb, torch.tensor([0, 1]), mode)
             eps_c = den(image, t, masked, mask, c)
             eps_u = den(image, t, masked, mask, u)

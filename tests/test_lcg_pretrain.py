@@ -36,7 +36,7 @@ def fixed_set(n: int = 8, size: int = 32) -> list[dict]:
 
 def make_module(guidance="fg_bg", **kw) -> LCGPretrainModule:
     torch.manual_seed(0)
-    emb = LatentCategoryEmbedding(tokens_per_category=4, dim=32, null_embedding=guidance == "null")
+    emb = LatentCategoryEmbedding(tokens_per_category=4, dim=32, null_embedding=guidance == "learned_null")
     return LCGPretrainModule(
         InpaintingUNet(**UNET), emb, guidance=guidance, sample_steps=3,
         optimizer=partial(torch.optim.AdamW, lr=2e-3), **kw,
@@ -55,7 +55,7 @@ def trainer(tmp_path, **kw) -> L.Trainer:
 def test_lcg_trains_loss_drops_and_logs(tmp_path):
     L.seed_everything(0)
     data = DataLoader(fixed_set(), batch_size=4)
-    module = make_module(guidance="null")
+    module = make_module(guidance="learned_null")
     logger = ImageLogger(max_images=2)
     tr = trainer(tmp_path, max_epochs=12, check_val_every_n_epoch=12, callbacks=[logger])
     before = tr.validate(module, data, verbose=False)[0]
@@ -149,8 +149,10 @@ def test_bad_inputs_raise_clear_errors():
     odd = {**_batch(), "image": torch.zeros(2, 3, 31, 31), "mask": torch.zeros(2, 1, 31, 31).index_fill_(2, torch.tensor([3]), 1.0)}
     with pytest.raises(ValueError, match=r"31x31 is not divisible by the U-Net's downsampling factor 2"):
         module.training_step(odd, 0)
-    with pytest.raises(ValueError, match="guidance='null' needs embedding.null_embedding=true"):
-        LCGPretrainModule(InpaintingUNet(**UNET), LatentCategoryEmbedding(4, 32), guidance="null")
+    with pytest.raises(ValueError, match="guidance='learned_null' needs embedding.null_embedding=true"):
+        LCGPretrainModule(InpaintingUNet(**UNET), LatentCategoryEmbedding(4, 32), guidance="learned_null")
+    with pytest.raises(ValueError, match="a bare null is YAML's None"):
+        LCGPretrainModule(InpaintingUNet(**UNET), LatentCategoryEmbedding(4, 32), guidance=None)
     with pytest.raises(ValueError, match="embedding.dim=16 must equal unet.context_dim=32"):
         LCGPretrainModule(InpaintingUNet(**UNET), LatentCategoryEmbedding(4, 16))
     with pytest.raises(ValueError, match="cond_drop_prob=0.2 has no effect"):
@@ -202,3 +204,15 @@ def test_image_logger_logs_to_wandb_offline(tmp_path, monkeypatch):
     assert logger.last_paths and logger.last_paths[0].is_file()
     media = list(tmp_path.rglob("files/media/images/val/inpainting_*.png"))
     assert media, "the grid was not logged to the W&B run"
+
+
+def test_cli_selects_learned_null_guidance():
+    """The guidance mode parses from the command line (a mode named ``null`` would parse as None)."""
+    from main import parse_config
+
+    cfg = parse_config(
+        ["fit", "--config", "configs/lcg/tiny.yaml", "--model.init_args.guidance=learned_null",
+         "--model.init_args.embedding.init_args.null_embedding=true"]
+    )
+    assert cfg.fit.model.init_args.guidance == "learned_null"
+    assert cfg.fit.model.init_args.embedding.init_args.null_embedding is True
