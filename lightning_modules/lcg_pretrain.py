@@ -59,7 +59,7 @@ def check_inpainting_batch(
             f"{where}: 'mask' {tuple(mask.shape)} does not match 'image' {tuple(image.shape)}; masks must be "
             f"(B, 1, H, W) at the image size (got mask {tuple(mask.shape[-2:])} vs image {tuple(image.shape[-2:])})"
         )
-    lo, hi = float(image.min()), float(image.max())
+    lo, hi = torch.stack([image.detach().min(), image.detach().max()]).tolist()  # one device sync
     if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
         raise ValueError(
             f"{where}: 'image' values must be in [-1, 1] (docs/conventions.md), got [{lo:.4g}, {hi:.4g}]"
@@ -67,8 +67,8 @@ def check_inpainting_batch(
         )
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"{where}: 'mask' values must be 0 or 1 (1 = hole); got values in [{float(mask.min())}, {float(mask.max())}]")
-    hole = mask.flatten(1).mean(dim=1)
-    bad = [(i, "no hole" if float(h) == 0 else "all hole") for i, h in enumerate(hole) if float(h) in (0.0, 1.0)]
+    hole = mask.detach().flatten(1).mean(dim=1).tolist()
+    bad = [(i, "no hole" if h == 0 else "all hole") for i, h in enumerate(hole) if h in (0.0, 1.0)]
     if bad:
         keys = batch.get("key")
         desc = ", ".join(f"#{i}{'' if keys is None else ' ' + repr(keys[i])}: {what}" for i, what in bad[:8])
