@@ -177,7 +177,7 @@ class Upsample(nn.Module):
 class _Stage(nn.ModuleList):
     """Blocks that all take ``(x, emb, context)``; run in order (optionally checkpointed)."""
 
-    def forward(self, x, emb, context, use_checkpoint: bool = False):  # noqa: D401
+    def forward(self, x, emb, context, use_checkpoint: bool = False):
         for block in self:
             if use_checkpoint:
                 x = checkpoint(block, x, emb, context, use_reentrant=False)
