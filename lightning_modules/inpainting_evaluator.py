@@ -41,6 +41,7 @@ from evaluation.inpainter_checkpoint import inpainter_state_from_checkpoint
 from evaluation.metrics import InpaintingMetrics
 from evaluation.report import PAPER_BENCHMARKS, write_report
 from evaluation.weights import build_lpips
+from inpainters.base import Inpainter
 
 __all__ = ["InpaintingEvaluator"]
 
@@ -55,7 +56,7 @@ class InpaintingEvaluator(LightningModule):
     was evaluated twice.
 
     Args:
-        inpainter: the inpainter to evaluate (any ``nn.Module`` with ``forward(image, mask) -> image``,
+        inpainter: the inpainter to evaluate (an ``inpainters.base.Inpainter``: ``forward(image, mask) -> image``,
             e.g. ``inpainters.lama.LamaInpainter`` or ``inpainters.c2f.C2FInpainter``). ``None``:
             built from ``--ckpt_path`` with ``ckpt_inpainter_class``.
         ckpt_inpainter_class: import path of the inpainter class built from ``--ckpt_path`` when
@@ -85,7 +86,7 @@ class InpaintingEvaluator(LightningModule):
 
     def __init__(
         self,
-        inpainter: nn.Module | None = None,
+        inpainter: Inpainter | None = None,
         ckpt_inpainter_class: str = "inpainters.c2f.C2FInpainter",
         ckpt_inpainter_args: dict[str, Any] | None = None,
         name: str | None = None,
