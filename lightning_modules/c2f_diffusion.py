@@ -36,6 +36,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 
 from diffusion.denoiser import InpaintingDenoiser
 from diffusion.guidance import GuidanceMode, guidance_contexts
@@ -187,6 +188,11 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
             )
         if any(s < 1 for s in sampling_steps) or any(s < 1 for s in (val_sampling_steps or [1])):
             raise ValueError(f"C2FDiffusionModule: sampling steps must be >= 1, got {list(sampling_steps)} / {val_sampling_steps}")
+        if any(b > a for a, b in zip(guidance_gains, guidance_gains[1:])):
+            rank_zero_warn(
+                f"C2FDiffusionModule: guidance_gains {list(guidance_gains)} increase from coarse to fine; the method uses "
+                "a large gain at the coarsest stage and smaller ones above it"
+            )
         stages = list(range(n)) if train_stages is None else sorted(set(int(s) for s in train_stages))
         if not stages or any(not 0 <= s < n for s in stages):
             raise ValueError(f"C2FDiffusionModule: train_stages must list stage indices in 0..{n - 1}, got {train_stages}")

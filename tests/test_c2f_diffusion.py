@@ -85,6 +85,8 @@ def test_stage_selection_freezes_other_stages_and_validates_lists():
     assert len(m.configure_optimizers().param_groups[0]["params"]) == sum(1 for p in m.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="one entry per resolution"):
         make_module(sampling_steps=[3, 2])
+    with pytest.warns(UserWarning, match="increase from coarse to fine"):
+        make_module(guidance_gains=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="guidance_gains"):
         make_module(guidance_gains=[1.0])
     with pytest.raises(ValueError, match=r"train_stages must list stage indices in 0\.\.2"):
