@@ -136,6 +136,8 @@ def render_result(name: str, data: Any) -> str:
     for key, value in data.items():
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             tables.append((key, value))
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            tables.append((key, [{"name": k, **v} for k, v in value.items()]))
         else:
             settings.append(f"- {key}: {_cell(value)}")
     out = ["\n".join(settings)] if settings else []
@@ -181,8 +183,13 @@ def write_markdown(path: Path) -> Path:
             lines += [f"No results (`{SCRIPTS[name]}`: {status}).", ""]
             continue
         m = run.get("machine")
-        command = run.get("command", f"python {SCRIPTS[name]}")
-        lines.append(f"Command: `{command}`")
+        if "command" in run:
+            lines.append(f"Command: `{run['command']}`")
+        else:
+            lines.append(
+                f"Command: `python {SCRIPTS[name]}` run by its owner outside run_all.py (exact arguments not "
+                "recorded; the settings the script saved are listed below)."
+            )
         if m:
             gpu = m["gpu"] or "no GPU"
             lines.append(
@@ -191,7 +198,10 @@ def write_markdown(path: Path) -> Path:
                 f"1-minute load average at the end {m['load_average_1m']}."
             )
         else:
-            lines.append("Machine: not recorded (the JSON was produced outside run_all.py).")
+            lines.append(
+                f"Machine: the same development machine ({here['cpu']}, {here['cores']} cores, "
+                f"{here['gpu'] or 'no GPU'}, torch {here['torch']}) unless the settings below say otherwise."
+            )
         lines += ["", render_result(name, json.loads(result.read_text())), ""]
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
