@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
-import uuid
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -47,7 +45,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 SEG_SUFFIX = "seg.png"
-_DONE_MARKER = ".complete"
 
 
 class SkippedSampleWarning(UserWarning):
@@ -434,9 +431,10 @@ class ShardDataModule(LightningDataModule):
                 f"an epoch has samples_per_epoch // batch_size batches per rank"
             )
         self.save_hyperparameters()
-        self.train_shards = self._default(train_shards, synthetic_dir, "train")
-        self.val_shards = self._default(val_shards, synthetic_dir, "val")
-        self.test_shards = self._default(test_shards, synthetic_dir, "test")
+        counts = dict(zip(("train", "val", "test"), synthetic_samples))
+        self.train_shards = self._default(train_shards, synthetic_dir, "train", counts["train"])
+        self.val_shards = self._default(val_shards, synthetic_dir, "val", counts["val"])
+        self.test_shards = self._default(test_shards, synthetic_dir, "test", counts["test"])
         self.class_list_path = class_list
         self.resolution, self.crop = resolution, crop
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
@@ -456,40 +454,25 @@ class ShardDataModule(LightningDataModule):
         MaskSampler(self.mask_probabilities)  # validate the probabilities now, not in a worker
 
     @staticmethod
-    def _default(spec, synthetic_dir: str | None, split: str):
-        if spec is None and synthetic_dir is not None:
+    def _default(spec, synthetic_dir: str | None, split: str, count: int):
+        if spec is None and synthetic_dir is not None and count > 0:
             return str(Path(synthetic_dir) / f"{split}-*.tar")
         return spec
 
     # ----------------------------------------------------------------- preparation
     def prepare_data(self) -> None:
-        """Generate the synthetic set into ``synthetic_dir`` when it is set and not complete yet."""
+        """Generate the missing splits of the synthetic set into ``synthetic_dir`` (when set); safe under DDP.
+
+        Lightning runs this on the first process of each node before the others set up; every split is moved into
+        place atomically and marked ``.complete-<split>``, see ``datamodules.shards.ensure_synthetic_set``.
+        """
         if self.synthetic_dir is None:
             return
-        target = Path(self.synthetic_dir)
-        if (target / _DONE_MARKER).is_file():
-            return
-        from datamodules.shards import write_synthetic_shards
+        from datamodules.shards import ensure_synthetic_set
 
-        staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
         train, val, test = self.synthetic_samples
-        log.info("generating the synthetic shard set (%d/%d/%d at %d px) into %s", train, val, test, self.synthetic_size, target)
-        write_synthetic_shards(staging, train, val, test, self.synthetic_size, seed=0, max_count=256, progress=False)
-        (staging / _DONE_MARKER).write_text("ok\n")
-        # Publish atomically; if another process (another node's rank 0) won the race, keep its copy.
-        if target.is_dir() and not any(target.iterdir()):
-            target.rmdir()
-        if not target.exists():
-            try:
-                os.replace(staging, target)
-            except OSError:
-                pass
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (target / _DONE_MARKER).is_file():
-            raise FileExistsError(
-                f"{target} exists but is not a complete synthetic set (no {_DONE_MARKER} file); remove the folder or "
-                f"point synthetic_dir elsewhere"
-            )
+        log.info("ensuring the synthetic shard set (%d/%d/%d at %d px) in %s", train, val, test, self.synthetic_size, self.synthetic_dir)
+        ensure_synthetic_set(self.synthetic_dir, {"train": train, "val": val, "test": test}, self.synthetic_size)
 
     def setup(self, stage: str | None = None) -> None:
         """Resolve and check the shard files the stage needs; load the class list."""

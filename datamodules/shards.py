@@ -302,6 +302,76 @@ def write_synthetic_shards(
     return summaries
 
 
+SYNTHETIC_DONE = ".complete"  # a folder holding this file is final: nothing is generated into it
+
+
+def ensure_synthetic_set(
+    out_dir: str | Path,
+    counts: dict[str, int],
+    size: int = 64,
+    seed: int = 0,
+    max_count: int = 256,
+    wait_s: float = 120.0,
+) -> None:
+    """Generate each requested split of the synthetic set into ``out_dir`` unless it is already there.
+
+    Each split is written into a staging folder, moved into place file by file and then marked with
+    ``.complete-<split>`` (holding its count, size and seed), so concurrent callers (the rank 0 of every node)
+    and earlier partial sets (e.g. only ``test`` for an evaluation) are safe. A split that exists with other
+    settings is kept, with a warning. ``.complete`` marks a whole folder as final.
+
+    Args:
+        out_dir: the synthetic set's folder.
+        counts: samples per split, e.g. ``{"train": 512, "val": 64, "test": 64}``; 0 skips a split.
+        size: image size of newly generated splits.
+        seed: dataset seed.
+        max_count: samples per shard.
+        wait_s: how long to wait for another process that is writing the same split.
+    """
+    import shutil
+    import time
+    import uuid
+    import warnings
+
+    target = Path(out_dir)
+    if (target / SYNTHETIC_DONE).is_file():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for split, count in counts.items():
+        if count <= 0:
+            continue
+        marker = target / f"{SYNTHETIC_DONE}-{split}"
+        wanted = {"count": int(count), "size": int(size), "seed": int(seed)}
+        deadline = time.monotonic() + wait_s
+        while not marker.is_file() and any(target.glob(f"{split}-*.tar")) and time.monotonic() < deadline:
+            time.sleep(1.0)  # another process is moving this split into place
+        if marker.is_file():
+            have = json.loads(marker.read_text())
+            if have != wanted:
+                warnings.warn(
+                    f"{target}: the synthetic {split} split was generated with {have}, not {wanted}; using it as is. "
+                    f"Delete {target} to regenerate it.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            continue
+        if any(target.glob(f"{split}-*.tar")):
+            raise FileExistsError(
+                f"{target} holds {split}-*.tar shards without {marker.name}: an interrupted generation or shards that are "
+                f"not the synthetic set; delete them or choose another synthetic_dir"
+            )
+        staging = target / f".staging-{split}-{uuid.uuid4().hex[:8]}"
+        try:
+            write_synthetic_shards(staging, **{s: (count if s == split else 0) for s in ("train", "val", "test")},
+                                   size=size, seed=seed, max_count=max_count, progress=False)
+            for path in sorted(staging.glob("*.tar")):
+                os.replace(path, target / path.name)
+            os.replace(staging / CLASS_LIST_NAME, target / CLASS_LIST_NAME)
+            marker.write_text(json.dumps(wanted))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def inspect_shards(spec: str | Sequence[str]) -> dict:
     """Per-shard sample counts and file suffixes, plus the class list (reads tar headers only)."""
     files = resolve_shards(spec)

@@ -218,7 +218,9 @@ def test_prepare_data_generates_the_synthetic_set_once(tmp_path):
     dm = ShardDataModule(synthetic_dir=str(target), synthetic_samples=(6, 3, 3), resolution=32, batch_size=2, num_workers=0, samples_per_epoch=4)
     dm.prepare_data()
     files = sorted(p.name for p in target.iterdir())
-    assert files == [".complete", "classes.json", "test-000000.tar", "train-000000.tar", "val-000000.tar"]
+    assert files == [
+        ".complete-test", ".complete-train", ".complete-val", "classes.json", "test-000000.tar", "train-000000.tar", "val-000000.tar"
+    ]
     stamp = (target / "train-000000.tar").stat().st_mtime_ns
     dm.prepare_data()
     assert (target / "train-000000.tar").stat().st_mtime_ns == stamp
@@ -236,6 +238,28 @@ def test_segmentation_follows_the_image_geometry():
         if box is not None:
             ref = ref.crop(box)
         np.testing.assert_array_equal(_nearest_resize_crop(seg, size, box), np.asarray(ref))
+
+
+def test_synthetic_splits_are_added_to_a_partial_set_and_mismatches_reported(tmp_path):
+    from datamodules.shards import ensure_synthetic_set
+
+    target = tmp_path / "syn"
+    ensure_synthetic_set(target, {"test": 3}, size=32)  # e.g. an evaluation run generated only the test split
+    dm = ShardDataModule(synthetic_dir=str(target), synthetic_samples=(4, 0, 3), resolution=32, batch_size=2, num_workers=0, samples_per_epoch=4)
+    assert dm.val_shards is None
+    dm.prepare_data()
+    assert sorted(p.name for p in target.glob("*.tar")) == ["test-000000.tar", "train-000000.tar"]
+    dm.setup("fit")
+    with pytest.warns(UserWarning, match="test split was generated with"):
+        ensure_synthetic_set(target, {"test": 5}, size=32)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "val-000000.tar").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="without .complete-val"):
+        ensure_synthetic_set(foreign, {"val": 2}, size=32, wait_s=0)
+    (foreign / ".complete").touch()  # a folder marked final is left alone
+    ensure_synthetic_set(foreign, {"val": 2, "train": 2}, size=32)
+    assert sorted(p.name for p in foreign.iterdir()) == [".complete", "val-000000.tar"]
 
 
 def test_split_range_partitions_exactly():
