@@ -154,6 +154,10 @@ def test_eval_set_is_deterministic_and_split_without_duplicates(synthetic_shards
     dm.setup("test")
     loaded = [key for batch in dm.test_dataloader() for key in batch["key"]]
     assert loaded == build(num_images=5).test_dataset(1, 2).keys() == ["test_0000002", "test_0000003", "test_0000004"]
+    workers = EvalDataModule(shards=synthetic_shards.test, resolution=64, masks="mat_large", batch_size=2, num_workers=2)
+    workers.setup("test")  # rank 1 of 2 from the environment; two workers split the slice, no repeats
+    keys = [key for batch in workers.test_dataloader() for key in batch["key"]]
+    assert sorted(keys) == build().test_dataset(1, 2).keys()
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
