@@ -13,13 +13,14 @@ Commands::
     python -m datamodules.shards write --images DIR --out DIR [--segmentation DIR --classes FILE]
         [--prefix train] [--max-count 1000] [--max-size-mb 1024] [--resize 512]
     python -m datamodules.shards synthetic --out data/synthetic [--train 512 --val 64 --test 64 --size 64]
-    python -m datamodules.shards inspect 'data/synthetic/train-*.tar'
+    python -m datamodules.shards inspect 'data/synthetic/train-*.tar' [--check]
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import sys
 import tarfile
@@ -137,6 +138,70 @@ def _finish(writer: wds.ShardWriter, summary: WriteSummary, out_dir: Path, prefi
     summary.shards = sorted(str(p) for p in out_dir.glob(f"{prefix}-*.tar"))
 
 
+@dataclass
+class _FileJob:
+    path: Path
+    relative: Path
+    key: str
+    seg_root: Path | None
+    class_list: ClassList
+    classes_name: str
+    resize: int | None
+
+
+@dataclass
+class _FileResult:
+    sample: dict | None = None
+    skip_reason: str | None = None
+    skip_item: str = ""
+    without_segmentation: int = 0
+
+
+def _prepare_file(job: _FileJob) -> _FileResult:
+    """Decode, validate, optionally resize and encode one input image (+ seg map); runs in writer workers."""
+    path = job.path
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened.convert("RGB")
+            source_format, source_mode = opened.format, opened.mode
+    except Exception as err:  # PIL raises many types for broken files
+        return _FileResult(skip_reason="undecodable image", skip_item=f"{path} ({type(err).__name__})")
+    seg, without = None, 0
+    if job.seg_root is not None:
+        seg_path = _find_segmentation(job.seg_root, job.relative)
+        if seg_path is None:
+            without = 1
+        else:
+            try:
+                seg = decode_segmentation(seg_path.read_bytes())
+            except Exception as err:
+                return _FileResult(skip_reason="undecodable segmentation map", skip_item=f"{seg_path} ({err})")
+            if seg.shape != (image.height, image.width):
+                return _FileResult(
+                    skip_reason="segmentation map size differs from the image",
+                    skip_item=f"{seg_path} is {seg.shape[1]}x{seg.shape[0]}, image {image.width}x{image.height}",
+                )
+            unknown = job.class_list.unknown_ids(np.flatnonzero(np.bincount(seg.ravel())))
+            if unknown:
+                return _FileResult(
+                    skip_reason=f"segmentation ids not in the class list {job.classes_name}", skip_item=f"{seg_path} (ids {unknown})"
+                )
+    fmt = "jpg" if source_format == "JPEG" else "png"
+    if job.resize is not None:
+        image, seg = _resize_pair(image, seg, job.resize)
+        data = _encode_image(image, fmt)
+    elif source_format in ("JPEG", "PNG") and source_mode == "RGB":
+        data = path.read_bytes()
+    else:
+        data = _encode_image(image, fmt)
+    meta = {"key": job.key, "source": job.relative.as_posix(), "width": image.width, "height": image.height, "has_seg": seg is not None}
+    sample = {"__key__": job.key, fmt: data, META_SUFFIX: json.dumps(meta).encode()}
+    if seg is not None:
+        sample[SEG_SUFFIX] = encode_segmentation(seg)
+    return _FileResult(sample=sample, without_segmentation=without)
+
+
 def write_image_folder(
     images: str | Path,
     out_dir: str | Path,
@@ -147,6 +212,7 @@ def write_image_folder(
     max_size: float = 1e9,
     resize: int | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> WriteSummary:
     """Write every image under ``images`` (recursively) into WebDataset shards.
 
@@ -161,6 +227,8 @@ def write_image_folder(
         max_size: at most this many bytes per shard.
         resize: resize so the shorter side is this many pixels (images bicubic, seg maps nearest).
         progress: show a tqdm progress bar.
+        workers: processes that decode / validate / resize images in parallel (the tar is written by this
+            process, in sorted file order, so the output does not depend on ``workers``).
 
     Returns:
         A ``WriteSummary``. Skipped (with the reason): undecodable images, seg maps whose size differs from
@@ -180,66 +248,30 @@ def write_image_folder(
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {images}")
 
     summary = WriteSummary()
-    seen: set[str] = set()
+    jobs, seen = [], set()
+    for path in files:
+        relative = path.relative_to(images)
+        key = sample_key(relative)
+        if key in seen:
+            summary.skip("duplicate key (same path without extension)", str(path))
+            continue
+        seen.add(key)
+        jobs.append(_FileJob(path, relative, key, seg_root, class_list, str(classes), resize))
     writer = _open_writer(out_dir, prefix, max_count, max_size)
     (out_dir / CLASS_LIST_NAME).write_text(class_list.to_json())
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
-        for path in tqdm(files, desc=f"writing {prefix} shards", unit="img", disable=not progress):
-            relative = path.relative_to(images)
-            key = sample_key(relative)
-            if key in seen:
-                summary.skip("duplicate key (same path without extension)", str(path))
+        results = pool.imap(_prepare_file, jobs, chunksize=8) if pool is not None else map(_prepare_file, jobs)
+        for result in tqdm(results, total=len(jobs), desc=f"writing {prefix} shards", unit="img", disable=not progress):
+            if result.skip_reason is not None:
+                summary.skip(result.skip_reason, result.skip_item)
                 continue
-            try:
-                with Image.open(path) as opened:
-                    opened.load()
-                    image = opened.convert("RGB")
-                    source_format, source_mode = opened.format, opened.mode
-            except Exception as err:  # PIL raises many types for broken files
-                summary.skip("undecodable image", f"{path} ({type(err).__name__})")
-                continue
-            seg = None
-            if seg_root is not None:
-                seg_path = _find_segmentation(seg_root, relative)
-                if seg_path is None:
-                    summary.without_segmentation += 1
-                else:
-                    try:
-                        seg = decode_segmentation(seg_path.read_bytes())
-                    except Exception as err:
-                        summary.skip("undecodable segmentation map", f"{seg_path} ({err})")
-                        continue
-                    if seg.shape != (image.height, image.width):
-                        summary.skip(
-                            "segmentation map size differs from the image",
-                            f"{seg_path} is {seg.shape[1]}x{seg.shape[0]}, image {image.width}x{image.height}",
-                        )
-                        continue
-                    unknown = class_list.unknown_ids(np.unique(seg))
-                    if unknown:
-                        summary.skip(f"segmentation ids not in the class list {classes}", f"{seg_path} (ids {unknown})")
-                        continue
-            fmt = "jpg" if source_format == "JPEG" else "png"
-            if resize is not None:
-                image, seg = _resize_pair(image, seg, resize)
-                data = _encode_image(image, fmt)
-            elif source_format in ("JPEG", "PNG") and source_mode == "RGB":
-                data = path.read_bytes()
-            else:
-                data = _encode_image(image, fmt)
-            sample = {
-                "__key__": key,
-                fmt: data,
-                META_SUFFIX: json.dumps(
-                    {"key": key, "source": relative.as_posix(), "width": image.width, "height": image.height, "has_seg": seg is not None}
-                ).encode(),
-            }
-            if seg is not None:
-                sample[SEG_SUFFIX] = encode_segmentation(seg)
-            writer.write(sample)
-            seen.add(key)
+            summary.without_segmentation += result.without_segmentation
+            writer.write(result.sample)
             summary.written += 1
     finally:
+        if pool is not None:
+            pool.terminate()
         _finish(writer, summary, out_dir, prefix)
     return summary
 
@@ -390,6 +422,52 @@ def inspect_shards(spec: str | Sequence[str]) -> dict:
     return report
 
 
+def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str, list[str]]:
+    """Decode every sample of the shards; problems grouped by kind (``{}`` when all is well).
+
+    Checks: the tar reads to the end, each sample has an image that decodes, its seg map (if any) decodes,
+    has the image's size and only ids of the class list next to the shards.
+    """
+    files = resolve_shards(spec)
+    classes = load_class_list(files)
+    problems: dict[str, list[str]] = {}
+
+    def report(kind: str, item: str) -> None:
+        problems.setdefault(kind, []).append(item)
+
+    for path in tqdm(files, desc="checking shards", unit="shard", disable=not progress):
+        try:
+            samples = list(wds.tarfile_to_samples()([{"url": path}]))
+        except Exception as err:
+            report("unreadable shard", f"{path} ({err!r})")
+            continue
+        for sample in samples:
+            where = f"{path}:{sample['__key__']}"
+            ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+            if ext is None:
+                report("no image", where)
+                continue
+            try:
+                with Image.open(io.BytesIO(sample[ext])) as opened:
+                    opened.load()
+                    size = opened.size
+            except Exception as err:
+                report("undecodable image", f"{where} ({type(err).__name__})")
+                continue
+            if SEG_SUFFIX not in sample:
+                continue
+            try:
+                seg = decode_segmentation(sample[SEG_SUFFIX])
+            except Exception as err:
+                report("undecodable segmentation map", f"{where} ({err})")
+                continue
+            if seg.shape != (size[1], size[0]):
+                report("segmentation map of the wrong size", f"{where} ({seg.shape[1]}x{seg.shape[0]} for {size[0]}x{size[1]})")
+            elif len(classes) and classes.unknown_ids(np.flatnonzero(np.bincount(seg.ravel()))):
+                report("segmentation ids not in the class list", f"{where} (ids {classes.unknown_ids(np.unique(seg))})")
+    return problems
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m datamodules.shards", description="Write and inspect WebDataset shards.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -402,6 +480,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--max-count", type=int, default=1000, help="max samples per shard")
     w.add_argument("--max-size-mb", type=float, default=1024.0, help="max shard size in MiB")
     w.add_argument("--resize", type=int, default=None, help="resize the shorter side to this many pixels")
+    w.add_argument("--workers", type=int, default=1, help="parallel decode / resize processes")
     w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s = sub.add_parser("synthetic", help="generate the procedural synthetic scene set")
     s.add_argument("--out", required=True, help="output folder")
@@ -414,6 +493,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     i = sub.add_parser("inspect", help="print sample counts, file suffixes and the class list of shards")
     i.add_argument("shards", nargs="+", help="brace pattern, glob or files")
+    i.add_argument("--check", action="store_true", help="also decode every sample and report broken ones (exit 1)")
     return parser
 
 
@@ -424,7 +504,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         if args.command == "write":
             summary = write_image_folder(
                 args.images, args.out, args.segmentation, args.classes, args.prefix, args.max_count,
-                args.max_size_mb * 2**20, args.resize, not args.no_progress,
+                args.max_size_mb * 2**20, args.resize, not args.no_progress, args.workers,
             )
             print(summary.format())
         elif args.command == "synthetic":
@@ -441,6 +521,13 @@ def main(argv: Iterable[str] | None = None) -> int:
             print(f"total: {report['samples']} samples in {len(report['shards'])} shard(s)")
             print(f"files per suffix: {report['suffixes']}")
             print(f"class list {report['classes']['source']}: thing {report['classes']['thing']}, stuff {report['classes']['stuff']}")
+            if args.check:
+                problems = check_samples(args.shards)
+                for kind, items in sorted(problems.items()):
+                    print(f"  {len(items)} x {kind}: " + ", ".join(items[:5]) + (", ..." if len(items) > 5 else ""))
+                print("check: all samples decode" if not problems else f"check: {sum(map(len, problems.values()))} problem(s)")
+                if problems:
+                    return 1
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

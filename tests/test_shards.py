@@ -22,6 +22,12 @@ def _image(seed, h=40, w=56):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
+def encode_png(array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _seg(h=40, w=56, thing=7):
     seg = np.zeros((h, w), np.uint8)
     seg[h // 2 :] = 1
@@ -84,6 +90,18 @@ def test_round_trip_and_skip_summary(folder, tmp_path):
     assert sample_keys(summary.shards[0]) == ["a", "c"]
 
 
+def test_parallel_writer_gives_the_same_samples(folder, tmp_path):
+    images, segs, classes = folder
+    serial = write_image_folder(images, tmp_path / "one", segs, classes, progress=False)
+    parallel = write_image_folder(images, tmp_path / "two", segs, classes, progress=False, workers=2)
+    assert serial.skipped == parallel.skipped and serial.written == parallel.written == 3
+
+    def strip(samples):
+        return [{k: v for k, v in s.items() if k != "__url__"} for s in samples]
+
+    assert strip(_read_all(str(tmp_path / "one" / "*.tar"))) == strip(_read_all(str(tmp_path / "two" / "*.tar")))
+
+
 def test_resize_keeps_image_and_seg_aligned(folder, tmp_path):
     images, segs, classes = folder
     summary = write_image_folder(images, tmp_path / "r", segs, classes, resize=20, progress=False)
@@ -115,6 +133,26 @@ def test_cli_write_inspect_and_errors(folder, tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert main(["write", "--images", str(images), "--out", str(out), "--segmentation", str(segs)]) == 2
     assert "--classes" in capsys.readouterr().err
+
+
+def test_inspect_check_reports_broken_samples(tmp_path, synthetic_shards, capsys):
+    good = resolve_shards(synthetic_shards.val)[0]
+    assert main(["inspect", good, "--check"]) == 0
+    assert "all samples decode" in capsys.readouterr().out
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    (bad_dir / "classes.json").write_text(json.dumps(CLASSES))
+    with wds.TarWriter(str(bad_dir / "x-000000.tar")) as sink:
+        sink.write({"__key__": "ok", "png": encode_png(_image(0)), "seg.png": encode_segmentation(_seg())})
+        sink.write({"__key__": "noimg", "png": b"garbage"})
+        sink.write({"__key__": "small", "png": encode_png(_image(1)), "seg.png": encode_segmentation(_seg(10, 10))})
+        sink.write({"__key__": "ids", "png": encode_png(_image(2)), "seg.png": encode_segmentation(_seg(thing=9))})
+    assert main(["inspect", str(bad_dir / "x-*.tar"), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "undecodable image" in out and ":noimg" in out
+    assert "wrong size" in out and ":small" in out
+    assert "not in the class list" in out and "ids [9]" in out
+    assert ":ok" not in out
 
 
 def test_cli_synthetic(tmp_path, capsys):
