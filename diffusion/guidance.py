@@ -13,7 +13,7 @@ import torch
 
 from networks.category_embedding import LatentCategoryEmbedding
 
-__all__ = ["GuidanceMode", "cfg_combine", "guidance_contexts"]
+__all__ = ["GuidanceMode", "cfg_combine", "drop_condition", "guidance_contexts", "resolve_cond_drop_prob"]
 
 GuidanceMode = Literal["fg_bg", "learned_null"]
 
@@ -41,3 +41,39 @@ def guidance_contexts(
         return embedding.tokens(category), embedding.null(b)
     hint = " (the learned-null mode is named 'learned_null': a bare null is YAML's None)" if mode in (None, "null") else ""
     raise ValueError(f"unknown guidance mode {mode!r}; choose 'fg_bg' (PixelHacker) or 'learned_null'{hint}")
+
+
+def resolve_cond_drop_prob(
+    mode: str, cond_drop_prob: float | None, embedding: LatentCategoryEmbedding, owner: str
+) -> float:
+    """Check a guidance ``mode`` against the embedding and return the training condition-dropout probability.
+
+    ``"learned_null"`` needs null tokens and a probability in (0, 1) (None means 0.1);
+    ``"fg_bg"`` has no null tokens, so the probability must be None or 0. ``owner`` names the
+    module in the error messages.
+    """
+    if mode not in ("fg_bg", "learned_null"):
+        hint = " (a bare null is YAML's None; the learned-null mode is 'learned_null')" if mode in (None, "null") else ""
+        raise ValueError(f"{owner}: guidance must be 'fg_bg' or 'learned_null', got {mode!r}{hint}")
+    if mode == "fg_bg":
+        if cond_drop_prob:
+            raise ValueError(
+                f"{owner}: cond_drop_prob={cond_drop_prob} has no effect with guidance='fg_bg' "
+                "(no null tokens); remove it or use guidance='learned_null'"
+            )
+        return 0.0
+    if not embedding.has_null:
+        raise ValueError(f"{owner}: guidance='learned_null' needs embedding.null_embedding=true")
+    prob = 0.1 if cond_drop_prob is None else float(cond_drop_prob)
+    if not 0 < prob < 1:
+        raise ValueError(f"{owner}: cond_drop_prob must be in (0, 1) with guidance='learned_null', got {cond_drop_prob}")
+    return prob
+
+
+def drop_condition(context: torch.Tensor, embedding: LatentCategoryEmbedding, prob: float) -> torch.Tensor:
+    """Replace each sample's tokens ``(B, n, dim)`` by the null tokens with probability ``prob`` (CFG training)."""
+    if prob <= 0:
+        return context
+    b = context.shape[0]
+    dropped = torch.rand(b, device=context.device) < prob
+    return torch.where(dropped[:, None, None], embedding.null(b).to(context.dtype), context)

@@ -39,7 +39,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 
 from diffusion.denoiser import InpaintingDenoiser
-from diffusion.guidance import GuidanceMode, guidance_contexts
+from diffusion.guidance import GuidanceMode, drop_condition, guidance_contexts, resolve_cond_drop_prob
 from diffusion.pyramid import (
     crop_to,
     degrade_condition,
@@ -124,9 +124,9 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         noise_weight: weight of the mask-weighted noise loss.
         l1_weight: weight of the image L1 on the predicted x0.
         combiner_weight: weight of the combiner's hole L1 (stages > 0).
-        guidance: ``"fg_bg"`` (PixelHacker, ``eps_bg + s (eps_fg - eps_bg)``) or ``"null"``
+        guidance: ``"fg_bg"`` (PixelHacker, ``eps_bg + s (eps_fg - eps_bg)``) or ``"learned_null"``
             (learned null tokens with condition dropout, ``eps_null + s (eps_c - eps_null)``).
-        cond_drop_prob: condition-dropout probability for ``guidance="null"`` (None: 0.1).
+        cond_drop_prob: condition-dropout probability for ``guidance="learned_null"`` (None: 0.1).
         sample_eta: DDIM eta of every stage.
         cfg_batched: conditional + unconditional CFG passes as one batched forward (False: two
             forwards, less peak memory).
@@ -199,20 +199,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         for name, rng in (("condition_blur_sigma", condition_blur_sigma), ("condition_noise_std", condition_noise_std)):
             if len(rng) != 2 or not 0 <= rng[0] <= rng[1]:
                 raise ValueError(f"C2FDiffusionModule: {name} must be [min, max] with 0 <= min <= max, got {list(rng)}")
-        if guidance == "null":
-            cond_drop_prob = 0.1 if cond_drop_prob is None else cond_drop_prob
-            if not 0 < cond_drop_prob < 1:
-                raise ValueError(f"C2FDiffusionModule: cond_drop_prob must be in (0, 1) with guidance='null', got {cond_drop_prob}")
-        elif guidance == "fg_bg":
-            if cond_drop_prob:
-                raise ValueError("C2FDiffusionModule: cond_drop_prob needs guidance='null' (fg_bg has no null tokens)")
-            cond_drop_prob = 0.0
-        else:
-            raise ValueError(f"C2FDiffusionModule: guidance must be 'fg_bg' or 'null', got {guidance!r}")
-
         self.embedding = LatentCategoryEmbedding(**(embedding or {}))
-        if guidance == "null" and not self.embedding.has_null:
-            raise ValueError("C2FDiffusionModule: guidance='null' needs embedding: {null_embedding: true}")
+        cond_drop_prob = resolve_cond_drop_prob(guidance, cond_drop_prob, self.embedding, "C2FDiffusionModule")
         self.stages = torch.nn.ModuleList()
         for s, cfg in enumerate(unets):
             cfg = dict(cfg)
@@ -366,10 +354,7 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         m = downsample_mask(mask, sizes[stage])
         category = self._categories(batch, b, image.device)
         tokens = self.embedding.tokens(category)
-        context = tokens
-        if drop and self.cond_drop_prob > 0:
-            dropped = torch.rand(b, device=image.device) < self.cond_drop_prob
-            context = torch.where(dropped[:, None, None], self.embedding.null(b).to(tokens.dtype), tokens)
+        context = drop_condition(tokens, self.embedding, self.cond_drop_prob) if drop else tokens
         raw = cond = None
         if stage > 0:
             lo = sizes[stage - 1]
@@ -483,7 +468,7 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
                 at ``H * resolutions[s] / resolutions[-1]``).
             mask: ``(B, 1, H, W)``, 1 (> 0.5) = hole.
             category: LCG category of the fill: ``"background"`` (object removal), ``"foreground"``,
-                an id (0 fg, 1 bg) or one id per image. Used by ``guidance="null"`` and the combiner.
+                an id (0 fg, 1 bg) or one id per image. Used by ``guidance="learned_null"`` and the combiner.
             steps: DDIM steps per stage (default ``sampling_steps``).
             gains: CFG gain per stage (default ``guidance_gains``).
             eta: DDIM eta (default ``sample_eta``).

@@ -25,7 +25,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 
 from diffusion.denoiser import InpaintingDenoiser
-from diffusion.guidance import GuidanceMode, guidance_contexts
+from diffusion.guidance import GuidanceMode, drop_condition, guidance_contexts, resolve_cond_drop_prob
 from diffusion.sampling import sample_ddim
 from diffusion.schedules import ScheduleName
 from lightning_modules.loss_term_host import LossTermHost
@@ -131,24 +131,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
             raise ValueError(
                 f"LCGPretrainModule: embedding.dim={embedding.dim} must equal unet.context_dim={unet.context_dim}"
             )
-        if guidance not in ("fg_bg", "learned_null"):
-            raise ValueError(
-                f"LCGPretrainModule: guidance must be 'fg_bg' or 'learned_null', got {guidance!r}"
-                + (" (a bare null is YAML's None; the learned-null mode is 'learned_null')" if guidance in (None, "null") else "")
-            )
-        if guidance == "learned_null":
-            if not embedding.has_null:
-                raise ValueError("LCGPretrainModule: guidance='learned_null' needs embedding.null_embedding=true")
-            cond_drop_prob = 0.1 if cond_drop_prob is None else cond_drop_prob
-            if not 0 < cond_drop_prob < 1:
-                raise ValueError(f"LCGPretrainModule: cond_drop_prob must be in (0, 1) with guidance='learned_null', got {cond_drop_prob}")
-        else:
-            if cond_drop_prob:
-                raise ValueError(
-                    f"LCGPretrainModule: cond_drop_prob={cond_drop_prob} has no effect with guidance='fg_bg' "
-                    "(no null tokens); remove it or use guidance='learned_null'"
-                )
-            cond_drop_prob = 0.0
+        cond_drop_prob = resolve_cond_drop_prob(guidance, cond_drop_prob, embedding, "LCGPretrainModule")
         if degenerate_masks not in ("error", "warn"):
             raise ValueError(f"LCGPretrainModule: degenerate_masks must be 'error' or 'warn', got {degenerate_masks!r}")
         self.denoiser = InpaintingDenoiser(unet, schedule, num_train_timesteps, hole_weight, known_weight)
@@ -185,9 +168,8 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         image, mask = batch["image"], batch["mask"]
         b = image.shape[0]
         context = self.embedding.tokens(self._categories(batch))
-        if drop and self.cond_drop_prob > 0:
-            dropped = torch.rand(b, device=image.device) < self.cond_drop_prob
-            context = torch.where(dropped[:, None, None], self.embedding.null(b).to(context.dtype), context)
+        if drop:
+            context = drop_condition(context, self.embedding, self.cond_drop_prob)
         t = noise = None
         if generator is not None:
             t = torch.randint(0, self.denoiser.num_train_timesteps, (b,), generator=generator).to(image.device)

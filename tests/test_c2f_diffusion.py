@@ -274,3 +274,17 @@ def test_cli_tiny_fit_one_stage_then_three_stage_predict(tmp_path, synthetic_sha
         out = np.asarray(Image.open(out_dir / f"{stem}.png"))
         known = np.asarray(Image.open(masks / f"{stem}.png")) < 128
         assert out.shape == inp.shape and np.array_equal(out[known], inp[known]), stem
+
+
+def test_learned_null_guidance_drops_conditions_and_samples():
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="needs embedding.null_embedding=true"):
+        make_module(n=2, guidance="learned_null")
+    m = make_module(n=2, guidance="learned_null", embedding={**EMB, "null_embedding": True})
+    assert m.cond_drop_prob == pytest.approx(0.1)
+    batch = make_batch(size=32)
+    out = m.inpaint(batch["image"], batch["mask"], category="background")
+    keep = batch["mask"].expand_as(out) == 0
+    assert torch.equal(out[keep], batch["image"][keep])
+    with pytest.raises(ValueError, match="cond_drop_prob=0.2 has no effect with guidance='fg_bg'"):
+        make_module(n=2, cond_drop_prob=0.2)
