@@ -576,3 +576,7 @@ class ShardDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """This rank's share of the fixed test set (each sample exactly once across ranks)."""
         return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test set again, for ``python -m main predict`` over shards (same split, keys and masks as test)."""
+        return self._eval_loader("test")

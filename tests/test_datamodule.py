@@ -128,6 +128,8 @@ def test_test_split_and_setup_errors(synthetic_shards, tmp_path):
     dm = _dm(synthetic_shards)
     dm.setup("test")
     assert sum(len(b["key"]) for b in dm.test_dataloader()) == 8
+    predicted = [k for b in dm.predict_dataloader() for k in b["key"]]
+    assert predicted == [k for b in dm.test_dataloader() for k in b["key"]]
     missing = _dm(synthetic_shards, train_shards=str(tmp_path / "nothing-*.tar"))
     with pytest.raises(FileNotFoundError, match=r"train_shards: the glob .*nothing-\*\.tar"):
         missing.setup("fit")
