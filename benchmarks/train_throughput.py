@@ -11,15 +11,18 @@ tiny CPU configs, which generate their synthetic shards under ``data/`` on first
 
 Each case runs a real Lightning ``Trainer.fit`` (no validation, no logger, no checkpoints; the
 config's loss-term and EMA callbacks are kept because they are part of a training step) for
-``--warmup`` + ``--steps`` optimizer steps; the time of the last ``--steps`` steps (batch start to
-batch end, CUDA-synchronised) gives images/s. ``--precision``: ``32-true`` and/or ``bf16-mixed``
+``--warmup`` + ``--steps`` optimizer steps; the median time of the last ``--steps`` steps (batch
+start to batch end, CUDA-synchronised; robust to other jobs on a shared machine) gives images/s. ``--precision``: ``32-true`` and/or ``bf16-mixed``
 (Lightning autocast). ``--compile``: ``eager`` and/or ``compile`` (``nn.Module.compile()`` on every
 network of the module, i.e. each non-container child with parameters; compilation happens in the
-warm-up steps and is excluded from the timing, its time is reported separately).
+warm-up steps and is excluded from the timing; ``warmup_s`` reports it, measured with an empty
+inductor cache per case; ``compiled_graphs`` counts the graphs dynamo captured).
 
 Peak memory: CUDA ``torch.cuda.max_memory_allocated`` over the timed steps; CPU: every case runs in
 a fresh subprocess and reports the growth of the process high-water mark (``ru_maxrss``) from just
-before ``fit`` to its end (torch's CPU allocator is invisible to ``tracemalloc``).
+before ``fit`` to its end as ``peak_mb`` (0 when the high-water mark was set while building the
+module), and the high-water mark itself as ``peak_rss_mb`` (torch's CPU allocator is invisible to
+``tracemalloc``).
 
     python benchmarks/train_throughput.py                                   # CPU, tiny configs, all cases
     python benchmarks/train_throughput.py --device cuda --batch-size 32      # GPU, same modules, bigger batches
@@ -34,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -137,17 +141,25 @@ def measure(case: str, precision: str, mode: str, device: str, steps: int, warmu
         trainer.fit(model, datamodule=datamodule)
         rss_after = _max_rss_mb()
     timed = timer.durations[warmup:]
-    images = sum(timer.images[warmup:])
     if not timed:
         raise RuntimeError(f"{case}: the run ended after {len(timer.durations)} steps, fewer than warmup + 1")
-    seconds = sum(timed)
+    median = statistics.median(timed)
+    batch = timer.images[-1]
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else rss_after - rss_before
+    graphs = None
+    if compiled:
+        from torch._dynamo.utils import counters
+
+        graphs = int(counters["stats"]["unique_graphs"])
     return {
-        "images_per_s": images / seconds,
-        "ms_per_step": 1000 * seconds / len(timed),
-        "batch": timer.images[-1],
+        "images_per_s": batch / median,
+        "ms_per_step": 1000 * median,
+        "ms_per_step_min": 1000 * min(timed),
+        "batch": batch,
         "peak_mb": peak,
+        "peak_rss_mb": rss_after if device == "cpu" else None,
         "warmup_s": timer.warmup_seconds,
+        "compiled_graphs": graphs,
         "trainable_params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
         "compiled": compiled,
     }
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--compile", nargs="+", default=list(COMPILE_MODES), choices=COMPILE_MODES)
-    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case")
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     p.add_argument("--batch-size", type=int, default=None, help="override the configs' batch size")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"))
@@ -175,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()
     rows = []
     print(f"{'case':>8} {'precision':>11} {'mode':>8} {'img/s':>9} {'ms/step':>9} {'batch':>6} {'peak MB':>9} {'warmup s':>9}")
+    timing_fields = {"images_per_s": None, "ms_per_step": None, "ms_per_step_min": None, "batch": None, "peak_mb": None,
+                     "peak_rss_mb": None, "warmup_s": None, "compiled_graphs": None}
     for case in args.cases:
         for precision in args.precision:
             for mode in args.compile:
@@ -182,11 +196,12 @@ def main(argv: list[str] | None = None) -> dict:
                        "--steps", str(args.steps), "--warmup", str(args.warmup)]
                 if args.batch_size is not None:
                     cmd += ["--batch-size", str(args.batch_size)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                with tempfile.TemporaryDirectory() as cache:  # compile time without earlier runs' kernels
+                    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": cache}
+                    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
                 if proc.returncode != 0:
                     lines = (proc.stderr or "").strip().splitlines()
-                    result = {"images_per_s": None, "ms_per_step": None, "batch": None, "peak_mb": None,
-                              "warmup_s": None, "error": lines[-1][:300] if lines else f"rc {proc.returncode}"}
+                    result = {**timing_fields, "error": lines[-1][:300] if lines else f"rc {proc.returncode}"}
                 else:
                     result = json.loads(proc.stdout.strip().splitlines()[-1])
                 row = {"case": case, "precision": precision, "mode": mode, **result}
@@ -208,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "load_average_1m": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
         "memory": "cuda max_memory_allocated over the timed steps" if args.device == "cuda"
-        else "ru_maxrss growth over fit (fresh process)",
+        else "peak_mb: ru_maxrss growth over fit (fresh process); peak_rss_mb: ru_maxrss",
+        "timing": "median step time of the timed steps; compile: empty inductor cache per case",
         "configs": {c: " ".join([CASES[c][0], *CASES[c][1]]) for c in args.cases},
         "rows": rows,
     }
