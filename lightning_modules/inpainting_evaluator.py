@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -200,13 +201,9 @@ class InpaintingEvaluator(LightningModule):
             )
         out = torch.where(hole > 0.5, out.float().clamp(-1, 1), image.float())
         per_image = self.metrics.update(out, image.float())
-        ratios = hole.flatten(1).mean(1)
+        columns = {"hole_ratio": hole.flatten(1).mean(1).tolist(), **{k: v.tolist() for k, v in per_image.items()}}
         for i, key in enumerate(keys):
-            self._rows.append({
-                "key": key,
-                "hole_ratio": float(ratios[i]),
-                **{name: float(values[i]) for name, values in per_image.items()},
-            })
+            self._rows.append({"key": key, **{name: values[i] for name, values in columns.items()}})
         if self.global_rank == 0 and len(self._grid_images) < self.num_grid_images:
             take = min(self.num_grid_images - len(self._grid_images), image.shape[0])
             for i in range(take):
@@ -222,16 +219,20 @@ class InpaintingEvaluator(LightningModule):
         self.log("test/num_images", float(num_images), sync_dist=True)
         if self.global_rank != 0:
             return
-        keys = [r["key"] for r in rows]
-        if len(set(keys)) != len(keys):
-            dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        counts = Counter(r["key"] for r in rows)
+        if len(counts) != len(rows):
+            dup = sorted(k for k, n in counts.items() if n > 1)[:5]
             raise RuntimeError(
                 f"samples evaluated more than once (e.g. {dup}): the test dataloader repeats samples across ranks. "
                 "Use datamodules.eval_data.EvalDataModule (disjoint per-rank slices) or set "
                 "trainer.use_distributed_sampler=false with a rank-aware dataset."
             )
         out_dir = self._report_dir()
-        settings = dict(self.settings)
+        settings = {
+            "inpainter": type(self.inpainter).__name__,
+            "inpainter_checkpoint": getattr(self.inpainter, "checkpoint", None),
+            **self.settings,
+        }
         dm = getattr(self.trainer, "datamodule", None)
         describe = getattr(dm, "describe", None)
         if callable(describe):
