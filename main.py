@@ -30,13 +30,14 @@ from urllib.parse import urlparse
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.run_directory import run_directory
+from callbacks.slurm_requeue import SlurmRequeue
 from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
 
 CONFIG_SNAPSHOT = "config.yaml"
@@ -146,6 +147,28 @@ def pin_slurm_run(cfg: Namespace, job_tag: str, cluster: str | None = None) -> P
     if trainer_cfg.get("default_root_dir") is None and run_dir is not None:
         trainer_cfg.default_root_dir = str(run_dir)
     return run_dir
+
+
+def keep_previous_metrics(run_dir: Path) -> Path | None:
+    """Move an earlier attempt's ``metrics.csv`` aside before the CSV logger starts.
+
+    Lightning's CSV logger deletes ``metrics.csv`` when it opens a run directory that has one; a
+    requeued SLURM job reopens its directory, so the rows before the requeue are kept as
+    ``metrics.attempt-<n>.csv`` (n = 0, 1, ... in order) and ``metrics.csv`` holds the current attempt.
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        The new name of the moved file, or ``None`` when there was nothing to move.
+    """
+    current = run_dir / "metrics.csv"
+    if not current.is_file():
+        return None
+    n = len(list(run_dir.glob("metrics.attempt-*.csv")))
+    target = run_dir / f"metrics.attempt-{n}.csv"
+    current.rename(target)
+    return target
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -281,6 +304,8 @@ class RestoreLabCLI(LightningCLI):
             self._check_slurm_tasks(cfg)
             run_dir = pin_slurm_run(cfg, job_tag, os.environ.get("SLURM_CLUSTER_NAME"))
             self._resume_after_node_failure(cfg, run_dir)
+            if run_dir is not None and os.environ.get("SLURM_PROCID", "0") == "0":
+                keep_previous_metrics(run_dir)
 
     def _resume_after_node_failure(self, cfg: Namespace, run_dir: Path | None) -> None:
         """A job requeued without SIGUSR1 (node failure, preemption) has no hpc checkpoint: resume
@@ -327,6 +352,16 @@ class RestoreLabCLI(LightningCLI):
                 f"`--nodes={nnodes}` does not match. HINT: Set `num_nodes={nnodes}`."
             )
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        if SlurmRequeue.job_id() is not None:
+            # SIGUSR1 is handled by the SlurmRequeue callback at a step boundary all ranks agree on,
+            # not by Lightning inside the signal handler (which can deadlock DDP ranks).
+            plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+            plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+            if not any(isinstance(p, ClusterEnvironment) for p in plugins):
+                kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False)]
+        return super().instantiate_trainer(**kwargs)
+
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
@@ -348,7 +383,7 @@ def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
                 "init_args": {"save_dir": "runs", "name": "default"},
             },
             "log_every_n_steps": 10,
-            "callbacks": [WandbCheckpointRecord()],
+            "callbacks": [WandbCheckpointRecord(), SlurmRequeue()],
         },
         save_config_callback=RunConfigSnapshot,
         auto_configure_optimizers=False,

@@ -68,9 +68,9 @@ def run_main(args: list[str], cwd: Path, timeout: float = 180, check: bool = Tru
     return proc
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    """The rows of a CSVLogger ``metrics.csv``."""
-    with open(run_dir / "metrics.csv", newline="") as f:
+def read_metrics(run_dir: Path, name: str = "metrics.csv") -> list[dict[str, str]]:
+    """The rows of a CSVLogger ``metrics.csv`` (or another file of the run directory)."""
+    with open(run_dir / name, newline="") as f:
         return list(csv.DictReader(f))
 
 
