@@ -440,7 +440,8 @@ def parse_config(args: list[str]) -> Namespace:
     """
     captured = io.StringIO()
     try:
-        with contextlib.redirect_stderr(captured):
+        with contextlib.redirect_stderr(captured), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
             _ParseOnlyCLI(**_cli_kwargs(list(args), run=True))
     except _Parsed as done:
         return done.config
