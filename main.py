@@ -216,7 +216,7 @@ class RunConfigSnapshot(SaveConfigCallback):
     SLURM job, a rerun with a fixed ``version``) or the checkpoint being resumed from sits next to
     one, the new config is compared with it and a warning names every differing key; the old
     snapshot is kept as ``config.superseded-<UTC time>.yaml`` when they differ. On W&B runs the
-    resolved config goes to ``run.config`` and the file is saved with the run.
+    resolved config goes to ``run.config["cli"]`` and its path to ``run.summary["config_path"]``.
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -266,10 +266,6 @@ class RunConfigSnapshot(SaveConfigCallback):
                 run = logger.experiment
                 run.config.update({"cli": resolved}, allow_val_change=True)
                 run.summary.update({"config_path": str(path.resolve())})
-                try:
-                    run.save(str(path.resolve()), base_path=str(path.parent.resolve()), policy="now")
-                except Exception as err:  # W&B file upload is a convenience, never a reason to stop training
-                    warnings.warn(f"Could not attach {path} to the W&B run: {err}", stacklevel=2)
 
 
 class RestoreLabCLI(LightningCLI):

@@ -120,3 +120,24 @@ def test_slurm_run_identity_is_the_job_id():
     assert main.pin_slurm_run(csv_cfg, "77_3") == Path("runs/lcg_tiny/slurm_77_3")
     assert main.slurm_job_tag({"SLURM_JOB_ID": "9", "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "2"}) == "5_2"
     assert main.slurm_job_tag({"SLURM_JOB_ID": "9", "SLURM_JOB_NAME": "interactive"}) is None
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_records_config_checkpoints_and_images(synthetic_shards, tmp_path):
+    run_main(
+        ["fit", *tiny_fit_args(synthetic_shards), "--config", str(REPO / "configs" / "logger" / "wandb.yaml")],
+        cwd=tmp_path, WANDB_MODE="offline",
+    )
+    (offline,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
+    run_id = offline.name.rsplit("-", 1)[-1]
+    run_dir = tmp_path / "runs" / "restorelab" / run_id  # {save_dir}/{project}/{run id}
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # The run's record log (what `wandb sync` uploads) holds the resolved config under "cli" and
+    # the summary entries with the config and checkpoint paths.
+    records = next(offline.glob("run-*.wandb")).read_bytes()
+    assert b"\n\x03cli" in records and b'"max_steps":4' in records
+    for key in (b"config_path", b"checkpoints/best", b"checkpoints/last", b"run_dir"):
+        assert key in records, key
+    assert str(run_dir / "checkpoints" / "last.ckpt").encode() in records or b"last.ckpt" in records
+    # Image grids went to W&B as images.
+    assert list((offline / "files" / "media" / "images").rglob("*.png"))
