@@ -19,8 +19,6 @@ import yaml
 
 from ops_runs import REPO, logged, main_env, read_metrics, tiny_fit_args
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
 FIT_SBATCH = REPO / "slurm" / "fit.sbatch"
 AUDIT_ONLY = "trainer:\n  callbacks:\n    - class_path: callbacks.sample_audit.SampleAudit\n"
 
@@ -93,6 +91,33 @@ def _wait_done(job: str, tmp_path: Path, timeout: float) -> dict[str, str]:
     return info
 
 
+@pytest.mark.parametrize("template", ["fit.sbatch", "test.sbatch", "sweep_agent.sbatch"])
+def test_templates_are_valid_bash_with_the_requeue_contract(template):
+    text = (REPO / "slurm" / template).read_text()
+    assert subprocess.run(["bash", "-n", str(REPO / "slurm" / template)]).returncode == 0
+    if template == "fit.sbatch":
+        for line in ("#SBATCH --signal=SIGUSR1@90", "#SBATCH --requeue", "#SBATCH --open-mode=append"):
+            assert line in text
+        assert '--trainer.devices="$SLURM_NTASKS_PER_NODE"' in text and '--trainer.num_nodes="$SLURM_NNODES"' in text
+
+
+def test_submit_fills_in_the_resources(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("trainer: {}\n")
+    cmd = [sys.executable, "-m", "slurm.submit", "fit", "--config", str(config), "--nodes", "2", "--gpus-per-node", "4",
+           "--time", "12:00:00", "--partition", "gpu", "--dry-run", "--", "--model.init_args.l1_weight=0.2"]
+    proc = subprocess.run(cmd, cwd=REPO, env=main_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    for part in ("sbatch ", "--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--time=12:00:00",
+                 "--partition=gpu", f"slurm/fit.sbatch --config {config} --model.init_args.l1_weight=0.2"):
+        assert part in line, (part, line)
+    bad = subprocess.run([*cmd[:8], "--tasks-per-node", "2", "--dry-run"], cwd=REPO, env=main_env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "one process per GPU" in bad.stderr
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_fit_sbatch_trains_with_two_tasks(slurm_cluster, synthetic_shards, tmp_path):
     (tmp_path / "audit.yaml").write_text(AUDIT_ONLY)
     job = _submit(tmp_path, [*tiny_fit_args(synthetic_shards, max_steps=4), "--config", str(tmp_path / "audit.yaml")])
@@ -111,6 +136,8 @@ def test_fit_sbatch_trains_with_two_tasks(slurm_cluster, synthetic_shards, tmp_p
     assert f"[fit.sbatch] job {job} restart 0" in _log(tmp_path, job, tail=None)
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_sigusr1_requeues_and_resumes_from_the_hpc_checkpoint(slurm_cluster, synthetic_shards, tmp_path):
     max_steps = 24
     (tmp_path / "audit.yaml").write_text(AUDIT_ONLY)
