@@ -7,9 +7,10 @@ files compose left to right; ``--model.init_args.x=v`` overrides one value;
 
 Runs: each run gets its own directory ``{save_dir}/{name}/{version}`` (see
 ``callbacks.run_directory``) holding ``config.yaml`` (the resolved config) and
-``checkpoints/``. Under SLURM the version is the job id, so a requeued job
-writes to the same directory, finds Lightning's ``hpc_ckpt_*.ckpt`` there and
-resumes; with W&B the run id is derived from the job id too (same W&B run).
+``checkpoints/``. Under SLURM the version is the job id: on SIGUSR1 the
+``SlurmRequeue`` callback saves ``hpc_ckpt_<n>.ckpt`` there and requeues the job,
+which reopens the same directory and resumes from it; with W&B the run id is
+derived from the job id too (same W&B run).
 Without a W&B API key, W&B logs offline (``WANDB_MODE=offline``).
 See docs/scaling.md.
 """
@@ -23,8 +24,8 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 from importlib.metadata import version as _package_version
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -40,7 +41,6 @@ from callbacks.run_directory import run_directory
 from callbacks.slurm_requeue import SlurmRequeue
 from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
 
-CONFIG_SNAPSHOT = "config.yaml"
 # Keys that legitimately change between a run and its resumption (not reported as differences).
 _RESUME_IGNORED_KEYS = ("config", "ckpt_path")
 _jsonargparse_version = tuple(int(p) for p in _package_version("jsonargparse").split(".")[:2])

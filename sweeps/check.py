@@ -137,7 +137,7 @@ def expand_command(sweep: dict[str, Any], parameters: dict[str, Any]) -> list[st
     return argv
 
 
-def main_arguments(argv: list[str], program: str | None = None) -> list[str]:
+def main_arguments(argv: list[str]) -> list[str]:
     """The arguments given to the project's entry point in ``argv`` (``-m main ...`` or ``main.py ...``).
 
     Raises:
@@ -169,7 +169,7 @@ def check_sweep(path: str | Path) -> list[ExpandedRun]:
     runs = []
     for parameters in sample_parameters(sweep):
         argv = expand_command(sweep, parameters)
-        args = main_arguments(argv, sweep.get("program"))
+        args = main_arguments(argv)
         try:
             parse_config(args)
         except ConfigError as err:
