@@ -21,6 +21,14 @@ from ops_runs import REPO, logged, main_env, read_metrics, tiny_fit_args
 
 FIT_SBATCH = REPO / "slurm" / "fit.sbatch"
 AUDIT_ONLY = "trainer:\n  callbacks:\n    - class_path: callbacks.sample_audit.SampleAudit\n"
+# CSV first (it names the run directory), W&B offline second (its run id must survive the requeue).
+CSV_AND_WANDB = """\
+  logger:
+    - class_path: lightning.pytorch.loggers.CSVLogger
+      init_args: {save_dir: runs, name: lcg_tiny, flush_logs_every_n_steps: 1}
+    - class_path: lightning.pytorch.loggers.WandbLogger
+      init_args: {project: restorelab, save_dir: runs}
+"""
 
 
 def _skip_reason() -> str | None:
@@ -44,14 +52,14 @@ def slurm_cluster():
         pytest.skip(reason)
 
 
-def _submit(tmp_path: Path, main_args: list[str], time_limit: str = "10") -> str:
+def _submit(tmp_path: Path, main_args: list[str], time_limit: str = "10", **env: str) -> str:
     """sbatch the real template: one node, 2 tasks, no GPUs (the template adds accelerator=cpu)."""
     cmd = [
         "sbatch", "--parsable", "--job-name=restorelab-test", "--nodes=1", "--ntasks-per-node=2",
         "--gpus-per-node=0", "--cpus-per-task=1", f"--time={time_limit}", f"--chdir={tmp_path}",
         f"--output={tmp_path}/slurm-%j.out", str(FIT_SBATCH), *main_args,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=main_env(PYTHON=sys.executable))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=main_env(PYTHON=sys.executable, **env))
     assert proc.returncode == 0, f"sbatch failed: {proc.stderr}"
     return proc.stdout.strip().split(";")[0]
 
@@ -140,12 +148,11 @@ def test_fit_sbatch_trains_with_two_tasks(slurm_cluster, synthetic_shards, tmp_p
 @pytest.mark.slow
 def test_sigusr1_requeues_and_resumes_from_the_hpc_checkpoint(slurm_cluster, synthetic_shards, tmp_path):
     max_steps = 24
-    (tmp_path / "audit.yaml").write_text(AUDIT_ONLY)
+    (tmp_path / "loggers.yaml").write_text(AUDIT_ONLY + CSV_AND_WANDB)
     job = _submit(
         tmp_path,
-        [*tiny_fit_args(synthetic_shards, max_steps=max_steps, val_every=8),
-         "--config", str(tmp_path / "audit.yaml"),
-         "--trainer.logger.init_args.flush_logs_every_n_steps=1"],
+        [*tiny_fit_args(synthetic_shards, max_steps=max_steps, val_every=8), "--config", str(tmp_path / "loggers.yaml")],
+        WANDB_MODE="offline",
     )
     run_dir = tmp_path / "runs" / "lcg_tiny" / f"slurm_{job}"
 
@@ -189,3 +196,9 @@ def test_sigusr1_requeues_and_resumes_from_the_hpc_checkpoint(slurm_cluster, syn
     assert second == list(range(saved_step, max_steps)), (saved_step, second)
     audits = [json.loads((run_dir / "sample_audit" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [len(a["train"]) for a in audits] == [max_steps - saved_step] * 2  # batches of the 2nd attempt
+
+    # Both attempts logged to the same W&B run (id derived from the job id, resume="allow").
+    attempts = sorted((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    run_ids = {p.name.split("-", 3)[-1] for p in attempts}
+    assert len(attempts) == 2 and len(run_ids) == 1, attempts
+    assert run_ids.pop().endswith(f"-{job}") and run_ids == set()
