@@ -13,9 +13,9 @@ Each case runs a real Lightning ``Trainer.fit`` (no validation, no logger, no ch
 config's loss-term and EMA callbacks are kept because they are part of a training step) for
 ``--warmup`` + ``--steps`` optimizer steps; the median time of the last ``--steps`` steps (batch
 start to batch end, CUDA-synchronised; robust to other jobs on a shared machine) gives images/s. ``--precision``: ``32-true`` and/or ``bf16-mixed``
-(Lightning autocast). ``--compile``: ``eager`` and/or ``compile`` (``nn.Module.compile()`` on every
-network of the module, i.e. each non-container child with parameters; compilation happens in the
-warm-up steps and is excluded from the timing; ``warmup_s`` reports it, measured with an empty
+(Lightning autocast). ``--compile``: ``eager`` and/or ``compile`` (after one eager step,
+``nn.Module.compile()`` on the outermost submodules that the training step called; compilation
+happens in the warm-up steps and is excluded from the timing; ``warmup_s`` reports it, measured with an empty
 inductor cache per case; ``compiled_graphs`` counts the graphs dynamo captured).
 
 Peak memory: CUDA ``torch.cuda.max_memory_allocated`` over the timed steps; CPU: every case runs in
@@ -98,22 +98,37 @@ class StepTimer(Callback):
         self.images.append(int(image.shape[0]))
 
 
-def compile_networks(module: torch.nn.Module) -> list[str]:
-    """``.compile()`` every non-container child (recursively through ModuleList/ModuleDict) that has parameters."""
-    compiled = []
+class CompileCalledModules(Callback):
+    """After the first (eager) training step, ``.compile()`` the outermost submodules that step called.
 
-    def visit(parent: torch.nn.Module, prefix: str) -> None:
-        for name, child in parent.named_children():
-            if not any(True for _ in child.parameters()):
+    Forward pre-hooks record which submodules run during step 0; the outermost of them (no called
+    ancestor: the U-Net / denoiser wrappers, combiners, encoders, loss networks actually used by
+    ``training_step``) get ``nn.Module.compile()``, so every later step runs them compiled.
+    """
+
+    def __init__(self) -> None:
+        self.compiled: list[str] = []
+        self._called: set[str] = set()
+        self._handles: list = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for name, module in pl_module.named_modules():
+            if name and any(True for _ in module.parameters()):
+                self._handles.append(module.register_forward_pre_hook(lambda m, a, n=name: self._called.add(n)))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._handles:
+            return
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        modules = dict(pl_module.named_modules())
+        for name in sorted(self._called):
+            parts = name.split(".")
+            if any(".".join(parts[:i]) in self._called for i in range(1, len(parts))):
                 continue
-            if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict)):
-                visit(child, f"{prefix}{name}.")
-            else:
-                child.compile()
-                compiled.append(prefix + name)
-
-    visit(module, "")
-    return compiled
+            modules[name].compile()
+            self.compiled.append(name)
 
 
 def measure(case: str, precision: str, mode: str, device: str, steps: int, warmup: int, batch_size: int | None) -> dict:
@@ -128,14 +143,16 @@ def measure(case: str, precision: str, mode: str, device: str, steps: int, warmu
     cli = cli_main(args, run=False)
     model, datamodule = cli.model, cli.datamodule
     keep = [cb for cb in cli.trainer.callbacks if isinstance(cb, LossTerm) or type(cb).__name__ == "EMA"]
-    compiled = compile_networks(model) if mode == "compile" else []
+    compiler = CompileCalledModules() if mode == "compile" else None
+    if compiler is not None and warmup < 2:
+        raise ValueError("--compile compile needs --warmup >= 2 (step 0 runs eager to find the called modules)")
     timer = StepTimer(warmup)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
             accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
             max_steps=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[*keep, timer], default_root_dir=tmp,
+            callbacks=[*keep, *([compiler] if compiler else []), timer], default_root_dir=tmp,
         )
         rss_before = _max_rss_mb()
         trainer.fit(model, datamodule=datamodule)
@@ -146,6 +163,7 @@ def measure(case: str, precision: str, mode: str, device: str, steps: int, warmu
     median = statistics.median(timed)
     batch = timer.images[-1]
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else rss_after - rss_before
+    compiled = compiler.compiled if compiler is not None else []
     graphs = None
     if compiled:
         from torch._dynamo.utils import counters
