@@ -52,12 +52,12 @@ def slurm_cluster():
         pytest.skip(reason)
 
 
-def _submit(tmp_path: Path, main_args: list[str], time_limit: str = "10", **env: str) -> str:
-    """sbatch the real template: one node, 2 tasks, no GPUs (the template adds accelerator=cpu)."""
+def _submit(tmp_path: Path, main_args: list[str], time_limit: str = "10", template: Path = FIT_SBATCH, **env: str) -> str:
+    """sbatch a real template: one node, 2 tasks, no GPUs (the template adds accelerator=cpu)."""
     cmd = [
         "sbatch", "--parsable", "--job-name=restorelab-test", "--nodes=1", "--ntasks-per-node=2",
         "--gpus-per-node=0", "--cpus-per-task=1", f"--time={time_limit}", f"--chdir={tmp_path}",
-        f"--output={tmp_path}/slurm-%j.out", str(FIT_SBATCH), *main_args,
+        f"--output={tmp_path}/slurm-%j.out", str(template), *main_args,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=main_env(PYTHON=sys.executable, **env))
     assert proc.returncode == 0, f"sbatch failed: {proc.stderr}"
@@ -142,6 +142,26 @@ def test_fit_sbatch_trains_with_two_tasks(slurm_cluster, synthetic_shards, tmp_p
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 4
     assert f"[fit.sbatch] job {job} restart 0" in _log(tmp_path, job, tail=None)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.skip(
+    reason="known DDP hang in lightning_modules/inpainting_evaluator.py: _report_dir() reads trainer.log_dir "
+    "(a collective broadcast) on rank 0 only in on_test_epoch_end; unskip once it is resolved on all ranks"
+)
+def test_test_sbatch_evaluates_every_image_once_with_two_tasks(slurm_cluster, tmp_path):
+    job = _submit(
+        tmp_path,
+        ["--config", str(REPO / "configs" / "eval" / "tiny_synthetic.yaml"),
+         f"--data.init_args.synthetic_dir={tmp_path / 'eval_data'}", "--data.init_args.synthetic_count=8"],
+        template=REPO / "slurm" / "test.sbatch",
+    )
+    _wait_done(job, tmp_path, timeout=180)
+    run_dir = tmp_path / "runs" / "eval_tiny_synthetic" / f"slurm_{job}"
+    rows = read_metrics(run_dir)
+    assert logged(rows, "test/num_images") == [(0, 8.0)]  # two ranks, disjoint halves, counted once
+    assert "[test.sbatch]" in _log(tmp_path, job, tail=None)
 
 
 @pytest.mark.slurm
