@@ -60,7 +60,7 @@ mem_mb="$(awk '/MemTotal/ {print int($2 / 1024 / 2)}' /proc/meminfo)"
 cat > "$conf_dir/slurm.conf" <<CONF
 # Written by .ci/slurm_up.sh: a one-node test cluster.
 ClusterName=restorelab
-SlurmctldHost=${node}
+SlurmctldHost=${node}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -88,7 +88,7 @@ KillWait=10
 Waittime=0
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-NodeName=${node} CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
+NodeName=${node} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
 PartitionName=${partition} Nodes=${node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
 # Slurm >= 23.02 autodetects cgroups (which fails in most containers) unless told not to;
