@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 
 __all__ = ["EMA", "EMADecay"]
@@ -77,3 +78,26 @@ class EMA(WeightAveraging):
     def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
         """Update after optimizer steps ``start_step, start_step + k, ...`` (never at epoch ends)."""
         return step_idx is not None and step_idx >= self.start_step and (step_idx - self.start_step) % self.update_every_n_steps == 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Build the averaged copy, sharing (not copying) the module's plain callables.
+
+        ``WeightAveraging`` deep-copies the whole LightningModule. Callables kept as attributes,
+        such as the optimizer factory LightningCLI passes in (it holds the CLI's instantiation
+        context, which cannot be copied under DDP), carry no weights: they are detached for the
+        copy and the same objects are set on both modules.
+        """
+        shared = {
+            name: value
+            for name, value in vars(pl_module).items()
+            if callable(value) and not isinstance(value, (torch.nn.Module, torch.Tensor))
+        }
+        for name in shared:
+            setattr(pl_module, name, None)
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            for name, value in shared.items():
+                setattr(pl_module, name, value)
+                if self._average_model is not None:
+                    setattr(self._average_model.module, name, value)

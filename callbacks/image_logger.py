@@ -5,7 +5,9 @@ On the first batch of the validation (and test) loop, every ``every_n_epochs`` e
 without gradients, and
 
 - writes one PNG grid per name to
-  ``<trainer.log_dir or default_root_dir>/images/<split>/<name>_e{epoch:03d}_s{step:07d}.png``;
+  ``<run directory>/images/<split>/<name>_e{epoch:03d}_s{step:07d}.png`` (the run directory of
+  :func:`callbacks.run_directory.run_directory`, resolved in ``setup`` on every rank, because
+  resolving it is a collective call under DDP);
 - when the trainer has a :class:`lightning.pytorch.loggers.WandbLogger`, also logs the grids
   with ``log_image`` under ``<split>/<name>``.
 
@@ -21,6 +23,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
+
+from callbacks.run_directory import run_directory
 
 __all__ = ["ImageLogger"]
 
@@ -46,6 +50,10 @@ class ImageLogger(Callback):
         self.log_on_sanity_check = log_on_sanity_check
         #: paths written by the last call (for tests and users)
         self.last_paths: list[Path] = []
+        self._run_dir: Path | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._run_dir = run_directory(trainer)
 
     @staticmethod
     def _cut(batch: Any, n: int) -> Any:
@@ -57,8 +65,8 @@ class ImageLogger(Callback):
 
     def image_dir(self, trainer: Trainer, split: str) -> Path:
         """Folder the PNG grids of ``split`` go to."""
-        root = trainer.log_dir or trainer.default_root_dir
-        return Path(root) / "images" / split
+        root = self._run_dir if self._run_dir is not None else Path(trainer.default_root_dir)
+        return root / "images" / split
 
     @rank_zero_only
     def _log(self, trainer: Trainer, pl_module: LightningModule, batch: Any, split: str) -> None:
