@@ -40,6 +40,7 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.utils import make_grid
 
+from callbacks.run_directory import run_directory
 from evaluation.feature_extractors import InceptionFeatures
 from evaluation.metrics import to_uint8
 from evaluation.weights import build_lpips
@@ -150,6 +151,7 @@ class RippleRemovalEvaluator(LightningModule):
         self.num_grid_images = num_grid_images
         self.save_masks = save_masks
         self._out_dir = out_dir
+        self._run_dir: Path | None = None
         self._rows: list[dict[str, Any]] = []
         self._grid_count = 0
 
@@ -159,8 +161,12 @@ class RippleRemovalEvaluator(LightningModule):
         """Folder of the CSV, report, grids and predictions."""
         if self._out_dir is not None:
             return Path(self._out_dir)
-        root = (self.trainer.log_dir if self._trainer is not None else None) or "runs"
-        return Path(root) / "ripple"
+        return (self._run_dir or Path("runs")) / "ripple"
+
+    def setup(self, stage: str) -> None:
+        # Resolving the run directory is a collective call under DDP: do it here, on every rank,
+        # not in the rank-0-only writers.
+        self._run_dir = run_directory(self.trainer)
 
     def _edits(self, x: torch.Tensor):
         w = self.hfgi.invert(x)
