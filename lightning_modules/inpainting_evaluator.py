@@ -17,7 +17,7 @@ The evaluator's own metric networks are never read from the checkpoint. Inpainte
 ``checkpoint`` init argument (``inpainters.lama.LamaInpainter``, ``inpainters.c2f.C2FInpainter``)
 can also load their weights themselves; then leave ``--ckpt_path`` out.
 
-Outputs (rank 0), in ``report_dir`` (default ``<trainer.log_dir>/eval``): ``report.json``,
+Outputs (rank 0), in ``report_dir`` (default ``<run directory>/eval``): ``report.json``,
 ``report.csv``, ``per_image.csv`` (:mod:`evaluation.report`) and ``samples_XX.png`` grids
 (rows of masked input | inpainted | original). Logged: ``test/fid``, ``test/lpips``,
 ``test/psnr``, ``test/ssim``, ``test/num_images``.
@@ -37,6 +37,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
+from callbacks.run_directory import run_directory
 from evaluation.feature_extractors import InceptionFeatures
 from evaluation.inpainter_checkpoint import inpainter_state_from_checkpoint
 from evaluation.metrics import InpaintingMetrics
@@ -80,7 +81,7 @@ class InpaintingEvaluator(LightningModule):
             ``None`` finds it (see ``evaluation/inpainter_checkpoint.py``).
         num_grid_images: how many images (from rank 0's first batches) go into sample grids.
         grid_rows_per_file: images per grid PNG.
-        report_dir: where the report is written; ``None`` = ``<trainer.log_dir>/eval``.
+        report_dir: where the report is written; ``None`` = ``<run directory>/eval``.
         seed: base seed of the inpainter's randomness; each batch is seeded from it and the batch's
             sample keys, so a diffusion inpainter draws the same noise for the same batch every run.
     """
@@ -259,11 +260,15 @@ class InpaintingEvaluator(LightningModule):
             return [row for part in gathered for row in part]
         return list(self._rows)
 
+    def setup(self, stage: str) -> None:
+        # Resolving the run directory is a collective call under DDP: do it here, on every rank,
+        # not in the rank-0-only report writer.
+        self._run_dir = run_directory(self.trainer)
+
     def _report_dir(self) -> Path:
         if self.report_dir is not None:
             return Path(self.report_dir)
-        log_dir = self.trainer.log_dir if self.trainer is not None else None
-        return Path(log_dir or self.trainer.default_root_dir) / "eval"
+        return self._run_dir / "eval"
 
     def _write_grids(self, out_dir: Path) -> None:
         per_file = self.grid_rows_per_file

@@ -146,10 +146,6 @@ def test_fit_sbatch_trains_with_two_tasks(slurm_cluster, synthetic_shards, tmp_p
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="known DDP hang in lightning_modules/inpainting_evaluator.py: _report_dir() reads trainer.log_dir "
-    "(a collective broadcast) on rank 0 only in on_test_epoch_end; unskip once it is resolved on all ranks"
-)
 def test_test_sbatch_evaluates_every_image_once_with_two_tasks(slurm_cluster, tmp_path):
     job = _submit(
         tmp_path,
