@@ -46,6 +46,10 @@ def main_env(**extra: str) -> dict[str, str]:
     )
     for key in [k for k in env if k.startswith("SLURM_")]:
         del env[key]  # a test running inside a Slurm job must not look like a Slurm task
+    # An in-process W&B test leaves this test process's wandb-core address in WANDB_SERVICE; a child
+    # that inherited it would register its runs with that service (a requeued job then finds its
+    # own run id "in use").
+    env.pop("WANDB_SERVICE", None)
     env.update(extra)
     return env
 
