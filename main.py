@@ -17,39 +17,31 @@ See docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import io
 import netrc
 import os
 import sys
 import warnings
 from pathlib import Path
-from importlib.metadata import version as _package_version
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
-import yaml
 from jsonargparse import Namespace
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.cli import LightningCLI
 
-from callbacks.run_directory import run_directory
+from callbacks.run_config_snapshot import RunConfigSnapshot, config_differences
 from callbacks.slurm_requeue import SlurmRequeue
 from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
+from slurm.run_identity import SlurmTaskMismatchError, keep_previous_metrics, pin_slurm_run, slurm_job_tag
 
-# Keys that legitimately change between a run and its resumption (not reported as differences).
-_RESUME_IGNORED_KEYS = ("config", "ckpt_path")
-_jsonargparse_version = tuple(int(p) for p in _package_version("jsonargparse").split(".")[:2])
-# Keep None values in dumps (jsonargparse renamed skip_none to skip_unset in 4.49).
-_KEEP_NONE = {"skip_unset": False} if _jsonargparse_version >= (4, 49) else {"skip_none": False}
-
-
-class SlurmTaskMismatchError(ValueError):
-    """The SLURM allocation and ``--trainer.devices`` / ``--trainer.num_nodes`` disagree."""
+__all__ = [
+    "ConfigError", "RestoreLabCLI", "RunConfigSnapshot", "SlurmTaskMismatchError", "cli_main", "config_differences",
+    "configure_wandb_mode", "keep_previous_metrics", "parse_config", "pin_slurm_run", "slurm_job_tag",
+]
 
 
 def configure_wandb_mode(environ: dict[str, str] | None = None) -> str | None:
@@ -77,195 +69,6 @@ def configure_wandb_mode(environ: dict[str, str] | None = None) -> str | None:
         pass
     env["WANDB_MODE"] = "offline"
     return "offline"
-
-
-def slurm_job_tag(environ: dict[str, str] | None = None) -> str | None:
-    """The SLURM job id that stays the same across requeues (``<array job>_<task>`` for arrays).
-
-    Args:
-        environ: The environment to read (default ``os.environ``).
-
-    Returns:
-        The tag, or ``None`` outside a (non-interactive) SLURM job.
-    """
-    env = os.environ if environ is None else environ
-    if env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
-        return None
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    return env.get("SLURM_JOB_ID")
-
-
-def _logger_entries(trainer_cfg: Namespace) -> list[Namespace]:
-    logger = trainer_cfg.get("logger")
-    entries = logger if isinstance(logger, list) else [logger]
-    return [e for e in entries if isinstance(e, Namespace) and e.get("class_path")]
-
-
-def pin_slurm_run(cfg: Namespace, job_tag: str, cluster: str | None = None) -> Path | None:
-    """Make the run identity of ``cfg`` a function of the SLURM job, so requeues continue the run.
-
-    Loggers without an explicit version get ``version=slurm_<job>`` (CSV/TensorBoard) or
-    ``id=slurm-<cluster>-<job>`` with ``resume="allow"`` (W&B). ``trainer.default_root_dir``, where
-    Lightning saves and looks for its ``hpc_ckpt_*.ckpt`` on SIGUSR1 / requeue, becomes the run
-    directory unless set explicitly. Edits ``cfg`` in place.
-
-    Args:
-        cfg: The subcommand's config (with a ``trainer`` group).
-        job_tag: See ``slurm_job_tag``.
-        cluster: ``SLURM_CLUSTER_NAME``, put in the W&B run id so ids stay unique across clusters.
-
-    Returns:
-        The run directory (``None`` when it cannot be known before the loggers exist).
-    """
-    trainer_cfg = cfg.trainer
-    run_dir: Path | None = None
-    for i, entry in enumerate(_logger_entries(trainer_cfg)):
-        args = entry.get("init_args") or Namespace()
-        entry.init_args = args
-        if entry.class_path.endswith("WandbLogger"):
-            # A sweep agent (or the user) names the run through WANDB_RUN_ID: keep it.
-            if args.get("id") is None and args.get("version") is None and not os.environ.get("WANDB_RUN_ID"):
-                args.id = f"slurm-{cluster}-{job_tag}" if cluster else f"slurm-{job_tag}"
-            if args.get("resume") is None:
-                args.resume = "allow"
-            name = args.get("project") or os.environ.get("WANDB_PROJECT", "lightning_logs")
-            version = args.get("id") or args.get("version") or os.environ.get("WANDB_RUN_ID")
-            save_dir = args.get("save_dir") or "."
-        elif "version" in args or entry.class_path.endswith(("CSVLogger", "TensorBoardLogger")):
-            if args.get("version") is None:
-                args.version = f"slurm_{job_tag}"
-            name = args.get("name") or ""
-            version = args.version if isinstance(args.version, str) else f"version_{args.version}"
-            save_dir = args.get("save_dir") or trainer_cfg.get("default_root_dir") or "."
-        else:
-            continue
-        if i == 0:
-            run_dir = Path(save_dir, str(name), str(version))
-    if trainer_cfg.get("logger") in (None, False):
-        run_dir = Path(trainer_cfg.get("default_root_dir") or "runs", f"slurm_{job_tag}")
-    if trainer_cfg.get("default_root_dir") is None and run_dir is not None:
-        trainer_cfg.default_root_dir = str(run_dir)
-    return run_dir
-
-
-def keep_previous_metrics(run_dir: Path) -> Path | None:
-    """Move an earlier attempt's ``metrics.csv`` aside before the CSV logger starts.
-
-    Lightning's CSV logger deletes ``metrics.csv`` when it opens a run directory that has one; a
-    requeued SLURM job reopens its directory, so the rows before the requeue are kept as
-    ``metrics.attempt-<n>.csv`` (n = 0, 1, ... in order) and ``metrics.csv`` holds the current attempt.
-
-    Args:
-        run_dir: The run directory.
-
-    Returns:
-        The new name of the moved file, or ``None`` when there was nothing to move.
-    """
-    current = run_dir / "metrics.csv"
-    if not current.is_file():
-        return None
-    n = len(list(run_dir.glob("metrics.attempt-*.csv")))
-    target = run_dir / f"metrics.attempt-{n}.csv"
-    current.rename(target)
-    return target
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out or {prefix[:-1]: {}}
-    if isinstance(tree, list) and any(isinstance(v, (dict, list)) for v in tree):
-        out = {}
-        for i, value in enumerate(tree):
-            out.update(_flatten(value, f"{prefix}{i}."))
-        return out or {prefix[:-1]: []}
-    return {prefix[:-1]: tree}
-
-
-def config_differences(old: dict, new: dict, ignore: tuple[str, ...] = _RESUME_IGNORED_KEYS) -> list[str]:
-    """Human-readable differences between two resolved configs, one ``key: old -> new`` per line.
-
-    Args:
-        old: The saved snapshot (parsed YAML).
-        new: The config of the current run (parsed YAML).
-        ignore: Top-level keys not compared (config file list, ``ckpt_path``).
-
-    Returns:
-        The differences, sorted by key; empty when the configs agree.
-    """
-    flat_old = {k: v for k, v in _flatten(old).items() if k.split(".")[0] not in ignore}
-    flat_new = {k: v for k, v in _flatten(new).items() if k.split(".")[0] not in ignore}
-    missing = object()
-    lines = []
-    for key in sorted(set(flat_old) | set(flat_new)):
-        a, b = flat_old.get(key, missing), flat_new.get(key, missing)
-        if a != b:
-            a_txt = "(absent)" if a is missing else repr(a)
-            b_txt = "(absent)" if b is missing else repr(b)
-            lines.append(f"{key}: {a_txt} -> {b_txt}")
-    return lines
-
-
-class RunConfigSnapshot(SaveConfigCallback):
-    """Save the resolved config as ``config.yaml`` in the run directory and record it on W&B.
-
-    Never fails because a snapshot exists: when the run directory already has one (a requeued
-    SLURM job, a rerun with a fixed ``version``) or the checkpoint being resumed from sits next to
-    one, the new config is compared with it and a warning names every differing key; the old
-    snapshot is kept as ``config.superseded-<UTC time>.yaml`` when they differ. On W&B runs the
-    resolved config goes to ``run.config["cli"]`` and its path to ``run.summary["config_path"]``.
-    """
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.already_saved:
-            return
-        run_dir = run_directory(trainer)
-        if trainer.is_global_zero:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            path = run_dir / self.config_filename
-            new = yaml.safe_load(self.parser.dump(self.config, **_KEEP_NONE))
-            self._compare_with_snapshots(path, new)
-            if path.is_file() and config_differences(yaml.safe_load(path.read_text()) or {}, new, ignore=()):
-                stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
-                path.rename(path.with_name(f"config.superseded-{stamp}.yaml"))
-            self.parser.save(self.config, str(path), overwrite=True, multifile=self.multifile, **_KEEP_NONE)
-            self._record_on_loggers(trainer, path, new)
-            self.already_saved = True
-        self.already_saved = trainer.strategy.broadcast(self.already_saved)
-
-    def _compare_with_snapshots(self, path: Path, new: dict) -> None:
-        candidates = [path]
-        ckpt_path = self.config.get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and os.path.isfile(ckpt_path):
-            ckpt_dir = Path(ckpt_path).resolve().parent
-            candidates += [ckpt_dir / self.config_filename, ckpt_dir.parent / self.config_filename]
-        seen: set[Path] = set()
-        for snapshot in candidates:
-            if not snapshot.is_file() or snapshot.resolve() in seen:
-                continue
-            seen.add(snapshot.resolve())
-            old = yaml.safe_load(snapshot.read_text()) or {}
-            diffs = config_differences(old, new)
-            if diffs:
-                warnings.warn(
-                    f"Resuming/rerunning with a config that differs from the snapshot {snapshot}:\n  "
-                    + "\n  ".join(diffs)
-                    + "\nIf this is not intended, rerun with the saved config: --config "
-                    f"{snapshot}.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            return
-
-    def _record_on_loggers(self, trainer: Trainer, path: Path, resolved: dict) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                run = logger.experiment
-                run.config.update({"cli": resolved}, allow_val_change=True)
-                run.summary.update({"config_path": str(path.resolve())})
 
 
 class RestoreLabCLI(LightningCLI):
