@@ -10,10 +10,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
-
-def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) float in [-1, 1] -> uint8 in [0, 255] (round to nearest)."""
-    return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+from evaluation.metrics import to_uint8
 
 
 class InpaintingPredictionWriter(BasePredictionWriter):

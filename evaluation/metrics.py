@@ -34,7 +34,7 @@ METRIC_NAMES = ("fid", "lpips", "psnr", "ssim")
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] float images -> uint8 in [0, 255] (rounded, clamped)."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 class InpaintingMetrics(nn.Module):
