@@ -1,6 +1,6 @@
 """Time and peak memory of one self-attention layer: linear vs softmax, at 32^2, 64^2, 128^2 tokens.
 
-Kernels inside the same :class:`networks.linear_attention.GatedLinearAttention` layer
+Kernels inside the same :class:`networks.c2f.linear_attention.GatedLinearAttention` layer
 (projections, depthwise conv, norm and gate are identical, only the attention differs):
 
 - ``linear``: ReLU linear attention, O(N) (the U-Net's default);
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from networks.linear_attention import GatedLinearAttention, softmax_attention  # noqa: E402
+from networks.c2f.linear_attention import GatedLinearAttention, softmax_attention  # noqa: E402
 
 KINDS = ("linear", "softmax_sdpa", "softmax_matmul")
 

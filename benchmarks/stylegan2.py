@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from networks.stylegan2 import StyleGAN2Generator  # noqa: E402
+from networks.hfgi.stylegan2 import StyleGAN2Generator  # noqa: E402
 
 
 def _maxrss_mib() -> float:

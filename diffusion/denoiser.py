@@ -41,7 +41,7 @@ def predict_x0(x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, alphas_cum
 
 
 class InpaintingDenoiser(nn.Module):
-    """Epsilon-prediction denoiser around an :class:`networks.unet.InpaintingUNet`.
+    """Epsilon-prediction denoiser around an :class:`networks.c2f.unet.InpaintingUNet`.
 
     Args:
         unet: the noise-prediction network ``unet(x_t, t, masked_image, mask, context, cond)``.
@@ -79,7 +79,7 @@ class InpaintingDenoiser(nn.Module):
         context: torch.Tensor,
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predicted noise ``(B, 3, H, W)``; arguments as :meth:`networks.unet.InpaintingUNet.forward`."""
+        """Predicted noise ``(B, 3, H, W)``; arguments as :meth:`networks.c2f.unet.InpaintingUNet.forward`."""
         return self.unet(x_t, t, masked_image, mask, context, cond)
 
     def forward_with_cond_scale(

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from networks.category_embedding import LatentCategoryEmbedding
+from networks.c2f.category_embedding import LatentCategoryEmbedding
 
 __all__ = ["GuidanceMode", "cfg_combine", "drop_condition", "guidance_contexts", "resolve_cond_drop_prob"]
 

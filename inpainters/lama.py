@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from inpainters.base import Inpainter
-from networks.lama import BIG_LAMA_CONFIG, FFCResNetGenerator, load_big_lama_generator
+from networks.lama.ffc import BIG_LAMA_CONFIG, FFCResNetGenerator, load_big_lama_generator
 
 
 def pad_symmetric_to_modulo(x: torch.Tensor, modulo: int) -> torch.Tensor:
@@ -38,8 +38,8 @@ class LamaInpainter(Inpainter):
     Args:
         checkpoint: big-lama Lightning checkpoint (``best.ckpt``, ``generator.*`` keys). ``None``
             keeps the random initialisation (tests, tiny configs).
-        generator: constructor arguments of :class:`networks.lama.FFCResNetGenerator`;
-            ``None`` = big-lama's (:data:`networks.lama.BIG_LAMA_CONFIG`).
+        generator: constructor arguments of :class:`networks.lama.ffc.FFCResNetGenerator`;
+            ``None`` = big-lama's (:data:`networks.lama.ffc.BIG_LAMA_CONFIG`).
         pad_to_modulo: pad H and W to a multiple of this (LaMa's predict config: 8; must be a
             multiple of ``2 ** n_downsampling``).
     """

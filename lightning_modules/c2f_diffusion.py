@@ -1,11 +1,11 @@
 """Staged coarse-to-fine (C2F) diffusion inpainting with latent categories guidance (DESIGN.md section 2).
 
 Stage ``s`` (default resolutions 256 -> 512 -> 1024) is a pixel-space
-:class:`diffusion.denoiser.InpaintingDenoiser` around a :class:`networks.unet.InpaintingUNet`;
-all stages read the same LCG category tokens (:class:`networks.category_embedding.LatentCategoryEmbedding`,
+:class:`diffusion.denoiser.InpaintingDenoiser` around a :class:`networks.c2f.unet.InpaintingUNet`;
+all stages read the same LCG category tokens (:class:`networks.c2f.category_embedding.LatentCategoryEmbedding`,
 loaded from an ``LCGPretrainModule`` checkpoint). Stage ``s > 0`` gets 3 extra input channels
 (``cond``): the upsampled output of stage ``s - 1`` corrected by a
-:class:`networks.guidance_combiner.GuidanceCombiner` (known pixels pasted exactly, a learned
+:class:`networks.c2f.guidance_combiner.GuidanceCombiner` (known pixels pasted exactly, a learned
 correction in the hole).
 
 Training (one stage per step, sampled uniformly from ``train_stages`` with a step-seeded RNG so
@@ -54,9 +54,9 @@ from diffusion.schedules import ScheduleName
 from lightning_modules.lcg_pretrain import check_inpainting_batch
 from lightning_modules.loss_term_host import LossTermHost
 from masks.types import Category
-from networks.category_embedding import LatentCategoryEmbedding, categories_from_mask_types, load_lcg_embedding
-from networks.guidance_combiner import GuidanceCombiner
-from networks.unet import InpaintingUNet
+from networks.c2f.category_embedding import LatentCategoryEmbedding, categories_from_mask_types, load_lcg_embedding
+from networks.c2f.guidance_combiner import GuidanceCombiner
+from networks.c2f.unet import InpaintingUNet
 
 __all__ = ["C2FDiffusionModule", "C2FCheckpointError"]
 
@@ -90,11 +90,11 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
     """Coarse-to-fine diffusion inpainting: a pyramid of LCG-guided U-Net stages (see module docstring).
 
     Args:
-        unets: one dict of :class:`networks.unet.InpaintingUNet` arguments per stage (channels,
+        unets: one dict of :class:`networks.c2f.unet.InpaintingUNet` arguments per stage (channels,
             channel_mults, attention_levels, ...). ``context_dim`` defaults to the embedding's
             ``dim`` and ``cond_channels`` is set by the module (0 at stage 0, 3 above); giving
             other values is an error.
-        embedding: :class:`networks.category_embedding.LatentCategoryEmbedding` arguments
+        embedding: :class:`networks.c2f.category_embedding.LatentCategoryEmbedding` arguments
             (tokens_per_category, dim, null_embedding); must match the LCG checkpoint.
         resolutions: stage resolutions, coarse to fine (each divides the last; the batch / the
             image to inpaint is at the last one, or any size with the same ratios).

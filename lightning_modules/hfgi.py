@@ -21,8 +21,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from PIL import Image
 
 from lightning_modules.loss_term_host import LossTermHost
-from networks.editing import load_directions
-from networks.hfgi_pipeline import HFGIPipeline, resize_images
+from networks.hfgi.editing import load_directions
+from networks.hfgi.pipeline import HFGIPipeline, resize_images
 
 __all__ = ["HFGIModule"]
 
@@ -144,7 +144,7 @@ class HFGIModule(LossTermHost, LightningModule):
             self.lpips = build_lpips(net=lpips_net, pretrained_backbone=lpips_pretrained_backbone)
         self.id_loss = None
         if arcface_checkpoint is not None and id_weight > 0:
-            from networks.arcface import IdentityLoss
+            from networks.hfgi.arcface import IdentityLoss
 
             self.id_loss = IdentityLoss(arcface_checkpoint)
         import kornia.augmentation as K

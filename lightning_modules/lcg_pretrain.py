@@ -13,7 +13,7 @@ fixed RNG (timesteps and noise seeded per batch) so ``val/loss`` is comparable a
 
 Its checkpoint (keys ``embedding.*`` and ``denoiser.unet.*``; EMA weights in ``state_dict`` when
 ``callbacks.ema.EMA`` is used) is what the C2F stages load through
-:func:`networks.category_embedding.load_lcg_embedding`.
+:func:`networks.c2f.category_embedding.load_lcg_embedding`.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from diffusion.sampling import sample_ddim
 from diffusion.schedules import ScheduleName
 from lightning_modules.loss_term_host import LossTermHost
 from masks.types import MaskType
-from networks.category_embedding import LatentCategoryEmbedding, categories_from_mask_types
-from networks.unet import InpaintingUNet
+from networks.c2f.category_embedding import LatentCategoryEmbedding, categories_from_mask_types
+from networks.c2f.unet import InpaintingUNet
 
 __all__ = ["LCGPretrainModule", "check_inpainting_batch"]
 
@@ -86,7 +86,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
     without known pixels raise too (``degenerate_masks: warn`` only warns).
 
     Args:
-        unet: the noise-prediction U-Net (``networks.unet.InpaintingUNet``).
+        unet: the noise-prediction U-Net (``networks.c2f.unet.InpaintingUNet``).
         embedding: the category embedding; its ``dim`` must equal ``unet.context_dim``.
         schedule: noise schedule (``scaled_linear``, ``linear``, ``cosine``).
         num_train_timesteps: training timesteps ``T``.

@@ -45,8 +45,8 @@ from evaluation.feature_extractors import InceptionFeatures
 from evaluation.metrics import to_uint8
 from evaluation.weights import build_lpips
 from inpainters.base import Inpainter
-from networks.editing import load_direction
-from networks.hfgi_pipeline import HFGIPipeline
+from networks.hfgi.editing import load_direction
+from networks.hfgi.pipeline import HFGIPipeline
 from ripple.ghost_metrics import edge_correlation, masked_perceptual_distance, masked_psnr
 from ripple.parsers import HumanParser, save_person_mask
 from ripple.remover import STATUS_CLEANED, STATUS_EMPTY_REGION, STATUS_NO_PERSON_EDIT, STATUS_NO_PERSON_ORIGINAL, RippleRemover

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from networks.graphonomy import CIHP_CLASSES, GraphonomyConfig, GraphonomyNet, load_graphonomy_checkpoint, parse_logits
+from networks.parsing.graphonomy import CIHP_CLASSES, GraphonomyConfig, GraphonomyNet, load_graphonomy_checkpoint, parse_logits
 
 
 @dataclass
@@ -62,7 +62,7 @@ class GraphonomyParser(HumanParser):
     Args:
         checkpoint: the released CIHP ``inference.pth``; ``None`` keeps a random initialisation
             (tests and tiny configs only: its masks are meaningless).
-        config: :class:`networks.graphonomy.GraphonomyConfig` fields; ``None`` = the official model.
+        config: :class:`networks.parsing.graphonomy.GraphonomyConfig` fields; ``None`` = the official model.
         scales: test-time scales (official multi-scale test: ``[1, 0.5, 0.75, 1.25, 1.5, 1.75]``).
         flip: also parse the mirrored image (left/right classes swapped back), as the official test.
         person_classes: CIHP ids that count as person; ``None`` = every non-background class.

@@ -20,7 +20,7 @@ from diffusion.pyramid import (
     pyramid_factor,
     stage_sizes,
 )
-from networks.guidance_combiner import GuidanceCombiner
+from networks.c2f.guidance_combiner import GuidanceCombiner
 
 
 def _mask(b=2, s=32):

@@ -215,8 +215,8 @@ def test_inpaint_outside_a_trainer_keeps_known_pixels_and_reports_stages():
 
 def test_checkpoint_from_another_module_or_stage_count_is_a_clear_error(tmp_path):
     from lightning_modules.lcg_pretrain import LCGPretrainModule
-    from networks.category_embedding import LatentCategoryEmbedding
-    from networks.unet import InpaintingUNet
+    from networks.c2f.category_embedding import LatentCategoryEmbedding
+    from networks.c2f.unet import InpaintingUNet
 
     lcg = LCGPretrainModule(InpaintingUNet(**UNET, context_dim=16), LatentCategoryEmbedding(**EMB))
     lcg_ckpt = _save_ckpt(lcg, tmp_path / "lcg.ckpt")

@@ -11,9 +11,9 @@ from diffusion.guidance import cfg_combine, guidance_contexts
 from diffusion.sampling import ddim_timesteps, sample_ddim
 from diffusion.schedules import alphas_cumprod, cosine_betas, linear_betas, make_alphas_cumprod, scaled_linear_betas
 from masks.types import MaskType, category_of
-from networks.category_embedding import LatentCategoryEmbedding, categories_from_mask_types
-from networks.linear_attention import GatedLinearAttention, linear_attention, linear_attention_quadratic, softmax_attention
-from networks.unet import InpaintingUNet
+from networks.c2f.category_embedding import LatentCategoryEmbedding, categories_from_mask_types
+from networks.c2f.linear_attention import GatedLinearAttention, linear_attention, linear_attention_quadratic, softmax_attention
+from networks.c2f.unet import InpaintingUNet
 
 
 def tiny_unet(**kw) -> InpaintingUNet:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from networks.e4e import Encoder4Editing
-from networks.editing import load_direction, load_directions
-from networks.hfgi import ConsultationEncoder, DistortionAligner
-from networks.hfgi_pipeline import HFGIPipeline
-from networks.official_checkpoints import (
+from networks.hfgi.e4e import Encoder4Editing
+from networks.hfgi.editing import load_direction, load_directions
+from networks.hfgi.consultation_encoder import ConsultationEncoder
+from networks.hfgi.distortion_aligner import DistortionAligner
+from networks.hfgi.pipeline import HFGIPipeline
+from networks.hfgi.official_checkpoints import (
     CheckpointError,
     checkpoint_kind,
     load_e4e,
@@ -18,7 +19,7 @@ from networks.official_checkpoints import (
     save_hfgi,
     save_stylegan2,
 )
-from networks.stylegan2 import StyleGAN2Generator
+from networks.hfgi.stylegan2 import StyleGAN2Generator
 
 ARCH = dict(style_dim=32, n_mlp=2, max_channels=16)
 
@@ -169,7 +170,7 @@ def test_cuda_saved_pose_direction_loads_on_cpu(tmp_path):
 
 
 def test_arcface_ir_se50_layout_roundtrip_and_identity_loss(tmp_path):
-    from networks.arcface import ArcFaceBackbone, IdentityLoss
+    from networks.hfgi.arcface import ArcFaceBackbone, IdentityLoss
 
     torch.manual_seed(0)
     net = ArcFaceBackbone().eval()

@@ -10,12 +10,13 @@ import pytest
 import torch
 from scipy.signal import convolve2d
 
-from networks.e4e import Encoder4Editing
-from networks.editing import edit_latents, normalize_direction
-from networks.hfgi import ConsultationEncoder, DistortionAligner
-from networks.hfgi_pipeline import HFGIPipeline
-from networks.stylegan2 import StyleGAN2Generator
-from networks.upfirdn2d import fused_leaky_relu, make_kernel, upfirdn2d
+from networks.hfgi.e4e import Encoder4Editing
+from networks.hfgi.editing import edit_latents, normalize_direction
+from networks.hfgi.consultation_encoder import ConsultationEncoder
+from networks.hfgi.distortion_aligner import DistortionAligner
+from networks.hfgi.pipeline import HFGIPipeline
+from networks.hfgi.stylegan2 import StyleGAN2Generator
+from networks.hfgi.upfirdn2d import fused_leaky_relu, make_kernel, upfirdn2d
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 from callbacks.ema import EMA
 from callbacks.image_logger import ImageLogger
 from lightning_modules.lcg_pretrain import LCGPretrainModule, check_inpainting_batch
-from networks.category_embedding import LatentCategoryEmbedding, LCGCheckpointError, load_lcg_embedding
-from networks.unet import InpaintingUNet
+from networks.c2f.category_embedding import LatentCategoryEmbedding, LCGCheckpointError, load_lcg_embedding
+from networks.c2f.unet import InpaintingUNet
 
 UNET = dict(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), heads=2, context_dim=32)
 

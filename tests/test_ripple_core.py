@@ -7,7 +7,7 @@ import torch
 
 from evaluation.weights import build_lpips
 from inpainters.base import Inpainter
-from networks.graphonomy import CIHP_FLIP_PERMUTATION, GraphonomyConfig, GraphonomyNet, load_graphonomy_checkpoint, parse_logits
+from networks.parsing.graphonomy import CIHP_FLIP_PERMUTATION, GraphonomyConfig, GraphonomyNet, load_graphonomy_checkpoint, parse_logits
 from ripple.composite import composite_person, person_alpha
 from ripple.ghost_metrics import edge_correlation, masked_perceptual_distance, masked_psnr
 from ripple.parsers import GraphonomyParser, MaskFolderParser, save_person_mask
@@ -192,7 +192,7 @@ def test_mask_folder_parser_reads_masks_and_label_maps(tmp_path):
 
 
 def test_graph_to_featuremaps_equals_the_expanded_official_formulation():
-    from networks.graphonomy import GraphToFeaturemaps
+    from networks.parsing.graphonomy import GraphToFeaturemaps
     torch.manual_seed(0)
     g2f = GraphToFeaturemaps(channels=6, hidden=4)
     nodes = torch.randn(2, 5, 4)
@@ -207,7 +207,7 @@ def test_graph_to_featuremaps_equals_the_expanded_official_formulation():
 
 
 def test_normalized_adjacency_and_block_skip_semantics():
-    from networks.graphonomy import XceptionBlock, normalized_adjacency
+    from networks.parsing.graphonomy import XceptionBlock, normalized_adjacency
     a = normalized_adjacency({0: [0], 1: [2], 2: [1]})  # self-loop on 0 counts once, then + I
     expected = torch.tensor([[1.0, 0, 0], [0, 0.5, 0.5], [0, 0.5, 0.5]])
     torch.testing.assert_close(a, expected)

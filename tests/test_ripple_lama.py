@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from inpainters.lama import LamaInpainter, pad_symmetric_to_modulo
-from networks.lama import BIG_LAMA_CONFIG, FFCResNetGenerator, load_big_lama_generator
+from networks.lama.ffc import BIG_LAMA_CONFIG, FFCResNetGenerator, load_big_lama_generator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = dict(input_nc=4, output_nc=3, ngf=8, n_downsampling=2, n_blocks=2,

@@ -150,7 +150,7 @@ def load_lcg_embedding(
     Args:
         path: ``.ckpt`` written by ``LCGPretrainModule`` (keys ``embedding.*``, ``denoiser.unet.*``).
         embedding: module to fill; its ``tokens_per_category``/``dim``/null option must match.
-        unet: an :class:`networks.unet.InpaintingUNet` with the LCG run's architecture, or None
+        unet: an :class:`networks.c2f.unet.InpaintingUNet` with the LCG run's architecture, or None
             to load only the embedding.
         use_ema: take the EMA weights (the checkpoint's ``state_dict`` when the EMA callback was
             used); False takes the raw weights (``current_model_state``) when present.

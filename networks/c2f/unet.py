@@ -7,7 +7,7 @@
 - ``masked_image`` ``(B, 3, H, W)``: ``image * (1 - mask)`` in [-1, 1];
 - ``mask`` ``(B, 1, H, W)``: 1 = hole;
 - ``context`` ``(B, n_tokens, context_dim)``: the LCG category tokens
-  (:meth:`networks.category_embedding.LatentCategoryEmbedding.tokens`), read by a
+  (:meth:`networks.c2f.category_embedding.LatentCategoryEmbedding.tokens`), read by a
   cross-attention block after every ResBlock of every resolution level, the middle included;
 - ``cond`` ``(B, cond_channels, H, W)`` or None: optional extra input channels (e.g. the
   upsampled output of a coarser C2F stage); required iff ``cond_channels > 0``.
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from networks.linear_attention import GatedLinearAttention
+from networks.c2f.linear_attention import GatedLinearAttention
 
 __all__ = [
     "timestep_embedding",
@@ -85,7 +85,7 @@ class ResBlock(nn.Module):
 
 
 class SelfAttentionBlock(nn.Module):
-    """Pre-norm residual :class:`networks.linear_attention.GatedLinearAttention` block.
+    """Pre-norm residual :class:`networks.c2f.linear_attention.GatedLinearAttention` block.
 
     Args:
         channels: feature channels.

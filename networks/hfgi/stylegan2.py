@@ -2,7 +2,7 @@
 
 Module names, parameter names and shapes follow the public rosinality/stylegan2-pytorch code
 (the format of ``stylegan2-ffhq-config-f.pt`` that e4e and HFGI use), so an official ``g_ema``
-loads with ``strict=True``. Everything is pure PyTorch (see :mod:`networks.upfirdn2d`).
+loads with ``strict=True``. Everything is pure PyTorch (see :mod:`networks.hfgi.upfirdn2d`).
 
 HFGI's modification is built in: ``forward(w, conditions=(scale, shift))`` fuses the
 consultation features after the first (upsampling) conv of one block,
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.upfirdn2d import FusedLeakyReLU, fused_leaky_relu, make_kernel, upfirdn2d
+from networks.hfgi.upfirdn2d import FusedLeakyReLU, fused_leaky_relu, make_kernel, upfirdn2d
 
 __all__ = [
     "StyleGAN2Generator",

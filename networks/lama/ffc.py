@@ -431,6 +431,6 @@ def load_big_lama_generator(generator: FFCResNetGenerator, path: str | Path, pre
             f"{path}: generator keys do not match the FFCResNetGenerator config "
             f"(missing {len(missing)}: {missing[:8]}; unexpected {len(unexpected)}: {unexpected[:8]}; "
             f"shape mismatches {len(shape_bad)}: {shape_bad[:5]}). Check the generator config "
-            f"(big-lama: networks.lama.BIG_LAMA_CONFIG).")
+            f"(big-lama: networks.lama.ffc.BIG_LAMA_CONFIG).")
     generator.load_state_dict(sub, strict=True)
     return generator

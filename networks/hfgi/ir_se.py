@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["UnitSpec", "ir_se_stages", "SEModule", "BottleneckIR", "BottleneckIRSE", "make_ir_body"]
+__all__ = ["UnitSpec", "ir_se_stages", "SEModule", "BottleneckIR", "BottleneckIRSE", "make_ir_body", "ir_stem", "ir_stage"]
 
 
 class UnitSpec(NamedTuple):
@@ -112,3 +112,14 @@ def make_ir_body(num_layers: int = 50, mode: str = "ir_se") -> nn.Sequential:
         raise ValueError(f"mode must be 'ir' or 'ir_se', got {mode!r}")
     unit = BottleneckIRSE if mode == "ir_se" else BottleneckIR
     return nn.Sequential(*[unit(*spec) for stage in ir_se_stages(num_layers) for spec in stage])
+
+
+def ir_stem(in_ch: int, out_ch: int) -> nn.Sequential:
+    """Conv3x3 -> BatchNorm -> PReLU stem (HFGI's ``conv_layer1``)."""
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(out_ch), nn.PReLU(out_ch))
+
+
+def ir_stage(in_ch: int, out_ch: int, stride: int, mid_ch: int | None = None) -> nn.Sequential:
+    """Three IR units: in -> mid (strided) -> out -> out (mid defaults to out)."""
+    mid = out_ch if mid_ch is None else mid_ch
+    return nn.Sequential(BottleneckIR(in_ch, mid, stride), BottleneckIR(mid, out_ch, 1), BottleneckIR(out_ch, out_ch, 1))

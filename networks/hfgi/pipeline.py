@@ -22,17 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.e4e import Encoder4Editing
-from networks.editing import edit_latents
-from networks.hfgi import ConsultationEncoder, DistortionAligner
-from networks.official_checkpoints import (
+from networks.hfgi.consultation_encoder import ConsultationEncoder
+from networks.hfgi.distortion_aligner import DistortionAligner
+from networks.hfgi.e4e import Encoder4Editing
+from networks.hfgi.editing import edit_latents
+from networks.hfgi.official_checkpoints import (
     generator_size_of,
     load_e4e,
     load_hfgi,
     load_stylegan2,
     normalize_latent_avg,
 )
-from networks.stylegan2 import StyleGAN2Generator
+from networks.hfgi.stylegan2 import StyleGAN2Generator
 
 __all__ = ["HFGIPipeline", "resize_images"]
 
@@ -54,10 +55,10 @@ class HFGIPipeline(nn.Module):
     / HFGI files) or :meth:`from_hfgi_checkpoint` (one official HFGI ``ckpt.pt``).
 
     Args:
-        encoder: e4e encoder (:class:`networks.e4e.Encoder4Editing`).
-        generator: StyleGAN2 generator with a fusion layer (:class:`networks.stylegan2.StyleGAN2Generator`).
-        consultation: consultation encoder E_c (:class:`networks.hfgi.ConsultationEncoder`).
-        aligner: ADA (:class:`networks.hfgi.DistortionAligner`).
+        encoder: e4e encoder (:class:`networks.hfgi.e4e.Encoder4Editing`).
+        generator: StyleGAN2 generator with a fusion layer (:class:`networks.hfgi.stylegan2.StyleGAN2Generator`).
+        consultation: consultation encoder E_c (:class:`networks.hfgi.consultation_encoder.ConsultationEncoder`).
+        aligner: ADA (:class:`networks.hfgi.distortion_aligner.DistortionAligner`).
         latent_avg: ``(n_styles, style_dim)`` or ``(style_dim,)`` mean latent added to the e4e
             output; None = zeros (random-init models).
         resolution: e4e input and distortion-map resolution (256 officially). Images of another
@@ -270,7 +271,7 @@ class HFGIPipeline(nn.Module):
     def edit(self, x: torch.Tensor, direction: torch.Tensor, degree: float | torch.Tensor) -> torch.Tensor:
         """HFGI edit of images ``x`` along ``direction`` by ``degree`` -> ``(B, 3, size, size)``.
 
-        ``direction`` as from :func:`networks.editing.load_direction` (``(1, D)`` or
+        ``direction`` as from :func:`networks.hfgi.editing.load_direction` (``(1, D)`` or
         ``(1, n_styles, D)``); ``degree`` a number or a ``(B,)`` tensor. Degree 0 equals
         :meth:`reconstruct`.
         """

@@ -94,7 +94,7 @@ class GatedLinearAttention(nn.Module):
 
     ``y = W_o(LayerNorm(A(q, k, v) + DWConv(v)) * swish(W_g x))`` with ``A`` the ReLU linear
     attention (default) or softmax attention. Input and output are ``(B, C, H, W)``; the block
-    adds no residual (the U-Net's :class:`networks.unet.SelfAttentionBlock` does). ``W_o`` is
+    adds no residual (the U-Net's :class:`networks.c2f.unet.SelfAttentionBlock` does). ``W_o`` is
     zero-initialised so a fresh block is the identity inside its residual branch.
 
     Args:

@@ -12,7 +12,7 @@ from typing import Mapping
 
 import torch
 
-from networks.official_checkpoints import CheckpointError, read_checkpoint
+from networks.hfgi.official_checkpoints import CheckpointError, read_checkpoint
 
 __all__ = ["normalize_direction", "load_direction", "load_directions", "edit_latents"]
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.ir_se import make_ir_body
+from networks.hfgi.ir_se import make_ir_body
 
 __all__ = ["ArcFaceBackbone", "IdentityLoss"]
 
@@ -53,7 +53,7 @@ class IdentityLoss(nn.Module):
 
     def __init__(self, checkpoint: str | os.PathLike) -> None:
         super().__init__()
-        from networks.official_checkpoints import load_arcface
+        from networks.hfgi.official_checkpoints import load_arcface
 
         self.backbone = ArcFaceBackbone()
         load_arcface(checkpoint, self.backbone)

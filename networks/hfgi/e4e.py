@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.ir_se import ir_se_stages, make_ir_body
-from networks.stylegan2 import EqualLinear
+from networks.hfgi.ir_se import ir_se_stages, make_ir_body
+from networks.hfgi.stylegan2 import EqualLinear
 
 __all__ = ["GradualStyleBlock", "Encoder4Editing", "e4e_style_count"]
 

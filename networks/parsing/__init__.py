@@ -1,0 +1,1 @@
+"""Human parsing for ripple removal (seed 004): the Graphonomy CIHP model."""
