@@ -39,6 +39,22 @@ def test_tiny_generator_forward_shapes_and_range():
         gen(torch.rand(1, 4, 30, 32))
 
 
+def test_generator_keeps_float64_and_upcasts_only_half_precision():
+    torch.manual_seed(0)
+    gen = FFCResNetGenerator(**TINY).eval()
+    x = torch.rand(2, 4, 32, 32)
+    with torch.no_grad():
+        out32 = gen(x)
+        out64 = gen.double()(x.double())  # crashed with "expected scalar type Float but found Double"
+        assert out64.dtype == torch.float64
+        assert (out64 - out32.double()).abs().max() < 1e-6
+        # under bf16 autocast the FFT runs in fp32 and the result stays close to fp32
+        gen.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out_bf16 = gen(x)
+        assert torch.isfinite(out_bf16).all() and (out_bf16.float() - out32).abs().max() < 0.05
+
+
 def test_symmetric_padding_matches_numpy():
     x = torch.arange(2 * 5 * 7.0).view(1, 2, 5, 7)
     ref = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 3), (0, 1)), mode="symmetric")

@@ -65,12 +65,14 @@ class FourierUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        # The FFT runs in fp32 even under autocast (half-precision FFTs need power-of-two sizes).
-        spec = torch.fft.rfftn(x.float(), dim=(-2, -1), norm=self.fft_norm)  # (B, C, H, W//2+1) complex
+        # Half-precision inputs (autocast) go through the FFT in fp32: half FFTs need power-of-two
+        # sizes. float32 and float64 keep their precision.
+        fft_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        spec = torch.fft.rfftn(x.to(fft_dtype), dim=(-2, -1), norm=self.fft_norm)  # (B, C, H, W//2+1) complex
         # channel layout (c0.re, c0.im, c1.re, c1.im, ...) as in the official code
         spec = torch.stack((spec.real, spec.imag), dim=2).flatten(1, 2)
         spec = self.relu(self.bn(self.conv_layer(spec)))
-        spec = spec.float().unflatten(1, (-1, 2))
+        spec = spec.to(fft_dtype).unflatten(1, (-1, 2))
         spec = torch.complex(spec[:, :, 0], spec[:, :, 1])
         out = torch.fft.irfftn(spec, s=(h, w), dim=(-2, -1), norm=self.fft_norm)
         return out.to(x.dtype)
