@@ -19,10 +19,30 @@ table  kind       boxes s/2, s    brush strokes
 The 512 table is used when ``min(H, W) >= 512``, the 256 table otherwise. A mask whose hole ratio is
 not strictly inside ``hole_range`` is redrawn.
 
-LaMa (Suvorov et al., WACV 2022; ``configs/data_gen/random_{thin,medium,thick}_{256,512}.yaml``):
-per mask one generator is drawn (strokes with weight 1, boxes with weight ``box_proba``); masks
-covering more than 50 % of the image (``max_tamper_area``) or nothing are redrawn. The 512 table is
-used when ``min(H, W) >= 512``.
+LaMa (Suvorov et al., WACV 2022): the evaluation masks that LaMa's ``bin/gen_mask_dataset.py``
+writes with ``configs/data_gen/random_{thin,medium,thick}_{256,512}.yaml`` (generator kind
+``random``, i.e. ``MixedMaskGenerator`` of ``saicinpainting/training/data/masks.py``). One mask is:
+
+1. ``variants_n = 5`` candidate masks, each drawn independently: the generator is strokes with
+   weight ``irregular_proba = 1`` or boxes with weight ``box_proba`` (0 for thin, 0.3 for medium and
+   thick), so boxes with probability ``box_proba / (1 + box_proba)``; one generator per candidate, the
+   two are never combined, and no candidate is inverted (``invert_proba`` is 0).
+   Strokes are ``make_random_irregular_mask`` with the config's ``irregular_kwargs``, except that
+   ``RandomIrregularMaskGenerator`` passes ``max_times + 1`` (with no ramp its coefficient is 1), so
+   the stroke count is uniform in ``[min_times, max_times + 1]``. Boxes are
+   ``make_random_rectangle_mask`` with ``box_kwargs``, except that ``RandomRectangleMaskGenerator``
+   passes ``bbox_max_size + 1``, so box sides are uniform in ``[bbox_min_size, bbox_max_size]``.
+   See ``masks.strokes.lama_strokes`` / ``lama_boxes`` for the drawing (``cv2.line``).
+2. Candidates covering more than ``max_tamper_area = 0.5`` of the image are dropped (LaMa's check for
+   empty masks never fires, so empty candidates would be kept; none of the presets can produce one).
+3. ``max_masks_per_image = 1``: one survivor is picked uniformly at random. When all five are
+   dropped, LaMa skips the image; here five new candidates are drawn instead.
+
+``LAMA_PARAMS`` holds the yaml values as written; the ``+ 1`` offsets are applied in ``lama_mask``.
+The 512 table is used when ``min(H, W) >= 512``, the 256 table otherwise. LaMa generates masks on the
+whole image resized to a shorter side of 256 / 512 and then takes a square crop overlapping the hole;
+for square images (the evaluation setting) the crop is the whole mask. ``lama_mask`` always draws
+directly at ``(H, W)``.
 """
 from __future__ import annotations
 
@@ -46,7 +66,8 @@ MAT_COUNTS: dict[tuple[int, str], tuple[int, int, int]] = {
     (256, "small"): (2, 2, 3),
 }
 
-# LaMa's data_gen configs: stroke kwargs, box probability and box kwargs; keyed by (table, preset).
+# LaMa's data_gen configs: stroke kwargs, box probability and box kwargs; keyed by (table, preset). Values as in
+# the yaml files; lama_mask adds LaMa's generator-class offsets (max_times + 1 for strokes, bbox_max_size + 1 for boxes).
 LAMA_PARAMS: dict[tuple[int, str], dict] = {
     (256, "thin"): dict(strokes=dict(min_times=4, max_times=50, max_width=10, max_angle=4, max_len=40), box_proba=0.0, boxes=None),
     (256, "medium"): dict(
@@ -72,6 +93,7 @@ LAMA_PARAMS: dict[tuple[int, str], dict] = {
     ),
 }
 LAMA_MAX_HOLE_RATIO = 0.5
+LAMA_VARIANTS = 5  # variants_n: candidates drawn per mask, one survivor is kept
 _MAX_REDRAWS = 10_000
 
 
@@ -129,13 +151,13 @@ def lama_mask(
     rng: np.random.Generator | int | None = None,
     max_hole_ratio: float = LAMA_MAX_HOLE_RATIO,
 ) -> np.ndarray:
-    """One LaMa evaluation mask (``thin``, ``medium`` or ``thick``).
+    """One LaMa evaluation mask (``thin``, ``medium`` or ``thick``): one surviving candidate of ``LAMA_VARIANTS``, see the module doc.
 
     Args:
         size: ``s`` or ``(H, W)``; LaMa's presets are defined for 256 and 512.
         preset: ``"thin"``, ``"medium"`` or ``"thick"``.
         rng: Generator or int seed.
-        max_hole_ratio: masks covering more than this are redrawn (LaMa: 0.5).
+        max_hole_ratio: candidates covering more than this are dropped (LaMa's ``max_tamper_area``: 0.5).
 
     Returns:
         float32 ``(H, W)``, 1 = hole.
@@ -145,16 +167,25 @@ def lama_mask(
     height, width = _size(size)
     gen = as_generator(rng)
     params = LAMA_PARAMS[(_table(height, width), preset)]
+    stroke_kwargs = dict(params["strokes"], max_times=params["strokes"]["max_times"] + 1)
+    box_kwargs = None
+    if params["boxes"] is not None:
+        box_kwargs = dict(params["boxes"], bbox_max_size=params["boxes"]["bbox_max_size"] + 1)
     p_box = params["box_proba"] / (1.0 + params["box_proba"])
     for _ in range(_MAX_REDRAWS):
-        if params["boxes"] is not None and gen.random() < p_box:
-            hole = lama_boxes(height, width, gen, **params["boxes"])
-        else:
-            hole = lama_strokes(height, width, gen, **params["strokes"])
-        ratio = hole.mean()
-        if 0.0 < ratio <= max_hole_ratio:
-            return hole.astype(np.float32)
-    raise RuntimeError(f"no LaMa {preset} mask with hole ratio in (0, {max_hole_ratio}] after {_MAX_REDRAWS} draws")
+        survivors = []
+        for _ in range(LAMA_VARIANTS):
+            if box_kwargs is not None and gen.random() < p_box:
+                hole = lama_boxes(height, width, gen, **box_kwargs)
+            else:
+                hole = lama_strokes(height, width, gen, **stroke_kwargs)
+            if hole.mean() <= max_hole_ratio:
+                survivors.append(hole)
+        if survivors:
+            return survivors[int(gen.integers(len(survivors)))].astype(np.float32)
+    raise RuntimeError(
+        f"no LaMa {preset} mask with hole ratio <= {max_hole_ratio} in {_MAX_REDRAWS} rounds of {LAMA_VARIANTS} candidates"
+    )
 
 
 def protocol_mask(protocol: str, size: int | Sequence[int], rng: np.random.Generator | int | None = None) -> np.ndarray:

@@ -2,13 +2,23 @@
 
 All functions return boolean arrays of shape ``(H, W)`` with True = hole and take an explicit
 ``np.random.Generator``; nothing here touches global random state.
+
+The LaMa primitives reproduce ``make_random_irregular_mask`` (line drawing) and
+``make_random_rectangle_mask`` of LaMa's ``saicinpainting/training/data/masks.py``: strokes are
+drawn with OpenCV's ``cv2.line`` exactly as there (thickness, 8-connected, round ends), boxes are
+filled rectangles. Integer draws use ``Generator.integers`` with the same bounds as LaMa's
+``np.random.randint``, so the distribution is the same (the random streams are not).
 """
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
+
+# LaMa mirrors angles with this truncated value of pi, not math.pi.
+_LAMA_PI = 3.1415926
 
 
 def mat_brush(
@@ -82,26 +92,33 @@ def lama_strokes(
     min_times: int = 0,
     max_times: int = 10,
 ) -> np.ndarray:
-    """LaMa's irregular strokes: ``[min_times, max_times]`` polylines of 1-5 straight segments.
+    """LaMa's irregular strokes (``make_random_irregular_mask`` with ``draw_method=line``).
 
-    Each segment turns by ``0.01 + randint(max_angle)`` radians (mirrored on even strokes), has length
-    ``10 + randint(max_len)`` and width ``5 + randint(max_width)`` pixels.
+    A number of polylines uniform in ``[min_times, max_times]`` (both inclusive), each starting at a uniform
+    pixel and made of ``1 + randint(5)`` straight segments. Per segment: angle ``0.01 + randint(max_angle)``
+    radians, replaced by ``2 * 3.1415926 - angle`` on polylines 0, 2, 4, ...; length ``10 + randint(max_len)``;
+    width ``5 + randint(max_width)``. The end point ``start + length * (sin, cos)`` is truncated toward zero
+    and clipped to ``[0, W] x [0, H]`` (so it may lie one pixel outside the image) and becomes the next start.
+    Each segment is one ``cv2.line`` (8-connected) of that thickness; OpenCV draws thick lines with
+    round ends, so joints are round too. No extra circles are drawn.
+
+    Note: LaMa's ``RandomIrregularMaskGenerator`` calls this with ``max_times + 1``; ``masks.protocols``
+    applies that offset, this function takes the count bounds literally.
     """
-    canvas = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
+    canvas = np.zeros((height, width), dtype=np.uint8)
     for i in range(int(rng.integers(min_times, max_times + 1))):
         x, y = int(rng.integers(width)), int(rng.integers(height))
         for _ in range(1 + int(rng.integers(5))):
             angle = 0.01 + int(rng.integers(max_angle))
             if i % 2 == 0:
-                angle = 2 * math.pi - angle
+                angle = 2 * _LAMA_PI - angle
             length = 10 + int(rng.integers(max_len))
-            stroke = 5 + int(rng.integers(max_width))
-            end_x = int(np.clip(x + length * math.sin(angle), 0, width))
-            end_y = int(np.clip(y + length * math.cos(angle), 0, height))
-            draw.line([(x, y), (end_x, end_y)], fill=1, width=stroke)
+            thickness = 5 + int(rng.integers(max_width))
+            end_x = min(max(int(x + length * math.sin(angle)), 0), width)
+            end_y = min(max(int(y + length * math.cos(angle)), 0), height)
+            cv2.line(canvas, (x, y), (end_x, end_y), 1, thickness)
             x, y = end_x, end_y
-    return np.asarray(canvas, dtype=bool).copy()
+    return canvas.astype(bool)
 
 
 def lama_boxes(
@@ -114,12 +131,21 @@ def lama_boxes(
     min_times: int = 0,
     max_times: int = 3,
 ) -> np.ndarray:
-    """LaMa's rectangles: ``[min_times, max_times]`` boxes with sides in ``[bbox_min_size, bbox_max_size)`` inside a margin."""
+    """LaMa's rectangles (``make_random_rectangle_mask``).
+
+    A number of axis-aligned boxes uniform in ``[min_times, max_times]`` (both inclusive); each side is
+    ``randint(bbox_min_size, m)`` with ``m = min(bbox_max_size, H - 2 * margin, W - 2 * margin)``
+    (exclusive upper bound), placed uniformly so that it keeps ``margin`` pixels from every border.
+
+    Note: LaMa's ``RandomRectangleMaskGenerator`` calls this with ``bbox_max_size + 1``; ``masks.protocols``
+    applies that offset. Images too small for ``bbox_min_size`` (where LaMa would fail) get
+    ``bbox_min_size`` lowered to ``m - 1``.
+    """
     mask = np.zeros((height, width), dtype=bool)
     max_size = min(bbox_max_size, height - 2 * margin, width - 2 * margin)
-    min_size = min(bbox_min_size, max_size - 1)
     if max_size <= 1:
         raise ValueError(f"image {height}x{width} too small for boxes with margin {margin}")
+    min_size = min(bbox_min_size, max_size - 1)
     for _ in range(int(rng.integers(min_times, max_times + 1))):
         box_w = int(rng.integers(min_size, max_size))
         box_h = int(rng.integers(min_size, max_size))

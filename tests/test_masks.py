@@ -47,10 +47,11 @@ def test_protocol_masks_are_binary_float_hole_one_and_reproducible(protocol):
 
 
 # Hole-ratio means measured over 2000 masks per protocol with this implementation (256 px):
-# MAT large ~0.43, MAT small ~0.19, LaMa thin ~0.24, medium ~0.19, thick ~0.26.
+# MAT large ~0.43, MAT small ~0.19, LaMa thin ~0.29, medium ~0.24, thick ~0.27 (LaMa's official
+# procedure gives the same; see test_lama_mask_distribution.py).
 @pytest.mark.parametrize(
     "protocol, lo, hi",
-    [("mat_large", 0.33, 0.53), ("mat_small", 0.12, 0.28), ("lama_thin", 0.17, 0.32), ("lama_medium", 0.12, 0.27), ("lama_thick", 0.17, 0.35)],
+    [("mat_large", 0.33, 0.53), ("mat_small", 0.12, 0.28), ("lama_thin", 0.23, 0.35), ("lama_medium", 0.18, 0.31), ("lama_thick", 0.17, 0.35)],
 )
 def test_protocol_hole_ratio_statistics(protocol, lo, hi):
     ratios = _ratios(lambda i: protocol_mask(protocol, 256, i), n=60)
