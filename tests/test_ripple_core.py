@@ -202,7 +202,8 @@ def test_graph_to_featuremaps_equals_the_expanded_official_formulation():
     pairs = torch.cat([pix[:, :, None].expand(-1, -1, 5, -1), nodes[:, None].expand(-1, 21, -1, -1)], dim=-1)
     node_fea = torch.cat([g2f.node_fea_for_res, g2f.node_fea_for_hidden], dim=0)  # (C + hidden, 1)
     affinity = (pairs @ node_fea)[..., 0]  # (B, HW, K)
-    expected = torch.relu((affinity @ (nodes @ g2f.weight)).transpose(1, 2).reshape(2, 6, 3, 7))
+    weights = torch.softmax(affinity, dim=-1)  # official: normalised over the nodes
+    expected = torch.relu((weights @ (nodes @ g2f.weight)).transpose(1, 2).reshape(2, 6, 3, 7))
     torch.testing.assert_close(g2f(nodes, x), expected)
 
 

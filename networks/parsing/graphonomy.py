@@ -327,10 +327,16 @@ class FeaturemapsToGraph(nn.Module):
 
 
 class GraphToFeaturemaps(nn.Module):
-    """Project node features back onto the pixels (official ``Graph_to_Featuremaps_savemem``).
+    """Project node features back onto the pixels (official ``Graph_to_Featuremaps_savemem``, ``networks/gcn.py``).
 
-    The pixel-node affinity is ``pix . node_fea_for_res + node . node_fea_for_hidden``; the output
-    is ``relu(sum_k affinity[p, k] * (node_k @ weight))``.
+    With pixel features ``pix[b, p]`` (``C``), node features ``node[b, k]`` (``hidden``) and ``K`` nodes:
+
+    - affinity ``a[b, p, k] = pix[b, p] . node_fea_for_res + node[b, k] . node_fea_for_hidden``;
+    - ``s[b, p, :] = softmax_k(a[b, p, :])`` (normalised over the nodes, as the official code does);
+    - ``out[b, c, p] = relu(sum_k s[b, p, k] * (node[b, k] @ weight)[c])``, laid back out as ``(B, C, H, W)``.
+
+    The pixel term is constant over ``k``, so the softmax makes it cancel (the projection is the same at
+    every pixel of an image); it is still computed, exactly as the official code does.
 
     Args:
         channels: feature-map channels (also the output channels).
@@ -349,7 +355,7 @@ class GraphToFeaturemaps(nn.Module):
         b, c, h, w = x.shape
         pix = x.flatten(2).transpose(1, 2)  # (B, HW, C)
         affinity = pix @ self.node_fea_for_res + (nodes @ self.node_fea_for_hidden).transpose(1, 2)  # (B, HW, K)
-        out = affinity @ (nodes @ self.weight)  # (B, HW, C)
+        out = torch.softmax(affinity, dim=-1) @ (nodes @ self.weight)  # (B, HW, C)
         return F.relu(out.transpose(1, 2).reshape(b, c, h, w))
 
 
