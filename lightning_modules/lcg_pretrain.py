@@ -22,61 +22,18 @@ from typing import Any, Literal, Mapping
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 
-from diffusion.denoiser import InpaintingDenoiser
+from diffusion.denoiser import InpaintingDenoiser, Prediction
 from diffusion.guidance import GuidanceMode, drop_condition, guidance_contexts, resolve_cond_drop_prob
 from diffusion.sampling import sample_ddim
 from diffusion.schedules import ScheduleName
+from diffusion.training import batch_categories, check_inpainting_batch, combine_loss_terms
 from lightning_modules.loss_term_host import LossTermHost
 from masks.types import MaskType
-from networks.c2f.category_embedding import LatentCategoryEmbedding, categories_from_mask_types
+from networks.c2f.category_embedding import LatentCategoryEmbedding
 from networks.c2f.unet import InpaintingUNet
 
-__all__ = ["LCGPretrainModule", "check_inpainting_batch"]
-
-_RANGE_TOL = 1e-3
-
-
-def check_inpainting_batch(
-    batch: Mapping[str, Any], degenerate_masks: Literal["error", "warn"] = "error", where: str = "batch"
-) -> None:
-    """Validate an inpainting batch (keys ``image``, ``mask``); raise ``ValueError`` naming the fault.
-
-    Checks: ``image`` ``(B, 3, H, W)`` in [-1, 1]; ``mask`` ``(B, 1, H, W)`` of the same size with
-    values in {0, 1}; every mask has at least one hole pixel and one known pixel (an empty mask
-    has nothing to inpaint, a full one no context): ``degenerate_masks="error"`` raises,
-    ``"warn"`` warns and continues.
-    """
-    missing = [k for k in ("image", "mask") if k not in batch]
-    if missing:
-        raise ValueError(f"{where}: missing keys {missing}; got keys {sorted(batch)} (see docs/conventions.md)")
-    image, mask = batch["image"], batch["mask"]
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"{where}: 'image' must be (B, 3, H, W), got {tuple(image.shape)}")
-    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
-        raise ValueError(
-            f"{where}: 'mask' {tuple(mask.shape)} does not match 'image' {tuple(image.shape)}; masks must be "
-            f"(B, 1, H, W) at the image size (got mask {tuple(mask.shape[-2:])} vs image {tuple(image.shape[-2:])})"
-        )
-    lo, hi = torch.stack([image.detach().min(), image.detach().max()]).tolist()  # one device sync
-    if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise ValueError(
-            f"{where}: 'image' values must be in [-1, 1] (docs/conventions.md), got [{lo:.4g}, {hi:.4g}]"
-            + ("; images in [0, 255] must be scaled with x / 127.5 - 1" if hi > 2 else "")
-        )
-    if not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError(f"{where}: 'mask' values must be 0 or 1 (1 = hole); got values in [{float(mask.min())}, {float(mask.max())}]")
-    hole = mask.detach().flatten(1).mean(dim=1).tolist()
-    bad = [(i, "no hole" if h == 0 else "all hole") for i, h in enumerate(hole) if h in (0.0, 1.0)]
-    if bad:
-        keys = batch.get("key")
-        desc = ", ".join(f"#{i}{'' if keys is None else ' ' + repr(keys[i])}: {what}" for i, what in bad[:8])
-        msg = f"{where}: degenerate masks ({desc}); every mask needs hole (1) and known (0) pixels"
-        if degenerate_masks == "error":
-            raise ValueError(msg + " (set degenerate_masks: warn to only warn)")
-        rank_zero_warn(msg)
-
+__all__ = ["LCGPretrainModule"]
 
 class LCGPretrainModule(LossTermHost, LightningModule):
     """Trains the inpainting U-Net and the LCG foreground / background embeddings.
@@ -90,9 +47,11 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         embedding: the category embedding; its ``dim`` must equal ``unet.context_dim``.
         schedule: noise schedule (``scaled_linear``, ``linear``, ``cosine``).
         num_train_timesteps: training timesteps ``T``.
-        hole_weight: noise-loss weight of hole pixels.
-        known_weight: noise-loss weight of known pixels.
-        noise_weight: weight of the mask-weighted noise loss in the total.
+        hole_weight: diffusion-loss weight of hole pixels.
+        known_weight: diffusion-loss weight of known pixels.
+        prediction: network target (``epsilon``, ``v``, ``x0``; see :mod:`diffusion.denoiser`).
+        min_snr_gamma: min-SNR-gamma loss weighting with this gamma (None = off).
+        noise_weight: weight of the mask-weighted diffusion loss (``noise``) in the total.
         l1_weight: weight of the image L1 on the predicted x0.
         guidance: ``"fg_bg"`` (PixelHacker, ``eps_bg + s (eps_fg - eps_bg)``) or ``"learned_null"`` (learned
             null tokens, condition dropout, ``eps_null + s (eps_c - eps_null)``).
@@ -114,6 +73,8 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         num_train_timesteps: int = 1000,
         hole_weight: float = 1.0,
         known_weight: float = 0.1,
+        prediction: Prediction = "epsilon",
+        min_snr_gamma: float | None = None,
         noise_weight: float = 1.0,
         l1_weight: float = 0.1,
         guidance: GuidanceMode = "fg_bg",
@@ -126,7 +87,9 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
+        # the networks are weights (state_dict), not hyper-parameters: pickling modules into the
+        # checkpoint would make it unloadable with weights_only=True
+        self.save_hyperparameters(ignore=["optimizer", "unet", "embedding"])
         if embedding.dim != unet.context_dim:
             raise ValueError(
                 f"LCGPretrainModule: embedding.dim={embedding.dim} must equal unet.context_dim={unet.context_dim}"
@@ -134,7 +97,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         cond_drop_prob = resolve_cond_drop_prob(guidance, cond_drop_prob, embedding, "LCGPretrainModule")
         if degenerate_masks not in ("error", "warn"):
             raise ValueError(f"LCGPretrainModule: degenerate_masks must be 'error' or 'warn', got {degenerate_masks!r}")
-        self.denoiser = InpaintingDenoiser(unet, schedule, num_train_timesteps, hole_weight, known_weight)
+        self.denoiser = InpaintingDenoiser(unet, schedule, num_train_timesteps, hole_weight, known_weight, prediction, min_snr_gamma)
         self.embedding = embedding
         self.noise_weight, self.l1_weight = noise_weight, l1_weight
         self.guidance, self.cond_drop_prob, self.guidance_scale = guidance, cond_drop_prob, guidance_scale
@@ -145,13 +108,6 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         self._val_counts: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- helpers
-    def _categories(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        if "category" in batch:
-            return batch["category"].long()
-        if "mask_type" in batch:
-            return categories_from_mask_types(batch["mask_type"].long())
-        raise ValueError(f"batch needs 'category' or 'mask_type'; got keys {sorted(batch)}")
-
     def _check(self, batch: Mapping[str, Any], where: str) -> None:
         check_inpainting_batch(batch, self.degenerate_masks, where)
         f = self.denoiser.unet.downsample_factor
@@ -166,22 +122,13 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         self, batch: Mapping[str, Any], generator: torch.Generator | None, drop: bool
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image, mask = batch["image"], batch["mask"]
-        b = image.shape[0]
-        context = self.embedding.tokens(self._categories(batch))
+        context = self.embedding.tokens(batch_categories(batch))
         if drop:
             context = drop_condition(context, self.embedding, self.cond_drop_prob)
-        t = noise = None
-        if generator is not None:
-            t = torch.randint(0, self.denoiser.num_train_timesteps, (b,), generator=generator).to(image.device)
-            noise = torch.randn(image.shape, generator=generator).to(image.device, image.dtype)
-        out = self.denoiser.loss(image, mask, context, t=t, noise=noise)
-        per_sample = self.noise_weight * out["noise"] + self.l1_weight * out["l1"]
-        terms = {"noise": out["noise"], "l1": out["l1"]}
-        extra = self.extra_loss_terms({"x0_pred": out["x0_pred"], "target": image, "mask": mask})
-        for name, (weight, value) in extra.items():
-            per_sample = per_sample + weight * value
-            terms[name] = value
-        return per_sample, terms
+        out = self.denoiser.loss(image, mask, context, generator=generator)
+        terms = {"noise": (self.noise_weight, out["noise"]), "l1": (self.l1_weight, out["l1"])}
+        terms.update(self.extra_loss_terms({"x0_pred": out["x0_pred"], "target": image, "mask": mask}))
+        return combine_loss_terms(terms)
 
     # ---------------------------------------------------------------- steps
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
@@ -244,18 +191,13 @@ class LCGPretrainModule(LossTermHost, LightningModule):
             steps, guidance_scale, eta: override ``sample_steps`` / ``guidance_scale`` / ``sample_eta``.
             generator: RNG on ``image``'s device.
         """
-        masked = image * (1 - mask)
         cond, uncond = guidance_contexts(self.embedding, category.to(image.device), self.guidance)
-        scale = self.guidance_scale if guidance_scale is None else guidance_scale
-
-        def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.denoiser.forward_with_cond_scale(x, t, masked, mask, cond, uncond, scale)
-
+        extra = dict(masked_image=image * (1 - mask), mask=mask, context=cond, uncond_context=uncond,
+                     cond_scale=self.guidance_scale if guidance_scale is None else guidance_scale)
         return sample_ddim(
-            eps_fn, image, mask, self.denoiser.alphas_cumprod,
-            self.sample_steps if steps is None else steps,
-            self.sample_eta if eta is None else eta,
-            generator=generator,
+            self.denoiser.forward_with_cond_scale, image, mask, self.denoiser.alphas_cumprod,
+            self.sample_steps if steps is None else steps, extra,
+            eta=self.sample_eta if eta is None else eta, generator=generator,
         )
 
     def log_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -266,7 +208,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         self._check(batch, "log_images batch")
         image, mask = batch["image"], batch["mask"]
         generator = torch.Generator(device=image.device).manual_seed(self.val_seed)
-        out = self.inpaint(image, mask, self._categories(batch), generator=generator)
+        out = self.inpaint(image, mask, batch_categories(batch), generator=generator)
         shown = torch.where(mask > 0.5, torch.ones_like(image), image)
         return {"inpainting": torch.cat([shown, out, image], dim=-1)}
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from networks.hfgi.e4e import Encoder4Editing
-from networks.hfgi.editing import load_direction, load_directions
 from networks.hfgi.consultation_encoder import ConsultationEncoder
 from networks.hfgi.distortion_aligner import DistortionAligner
+from networks.hfgi.e4e import Encoder4Editing
+from networks.hfgi.editing import load_direction, load_directions
 from networks.hfgi.pipeline import HFGIPipeline
+from networks.checkpoints import CheckpointError
 from networks.hfgi.official_checkpoints import (
-    CheckpointError,
     checkpoint_kind,
     load_e4e,
     load_hfgi,

@@ -9,23 +9,21 @@ learned null token set (``n`` rows) serves classifier-free guidance with conditi
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from networks.checkpoints import CheckpointFormat, extract_state, load_state, read_checkpoint
 from masks.types import Category, MaskType, category_of
 
-__all__ = ["LatentCategoryEmbedding", "categories_from_mask_types", "load_lcg_embedding", "LCGCheckpointError"]
+__all__ = ["EmbeddingConfig", "LatentCategoryEmbedding", "categories_from_mask_types", "load_lcg_embedding", "LCG_FORMAT"]
 
 #: state-dict prefixes of the LCG Lightning module (``lightning_modules.lcg_pretrain``)
 EMBEDDING_PREFIX = "embedding."
 UNET_PREFIX = "denoiser.unet."
-
-
-class LCGCheckpointError(ValueError):
-    """An LCG checkpoint is missing keys or holds tensors of the wrong shape."""
 
 
 def categories_from_mask_types(mask_type: torch.Tensor) -> torch.Tensor:
@@ -100,43 +98,37 @@ class LatentCategoryEmbedding(nn.Module):
         return self.tokens(categories_from_mask_types(mask_type.to(self.table.weight.device)))
 
 
-def _load_state_dict(path: str | Path, use_ema: bool) -> Mapping[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"LCG checkpoint {path} not found; train one with `python -m main fit --config configs/lcg/<cfg>.yaml` "
-            "(it is written under the run's checkpoints/ folder) and point the C2F config at it"
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise LCGCheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' key)")
-    # With the EMA callback (callbacks.ema), "state_dict" holds the averaged weights and
-    # "current_model_state" the raw ones.
-    if not use_ema and "current_model_state" in ckpt:
-        return ckpt["current_model_state"]
-    return ckpt["state_dict"]
+#: an LCGPretrainModule Lightning checkpoint (plain tensors and config values only)
+LCG_FORMAT = CheckpointFormat(
+    name="LCG checkpoint",
+    origin="Train one with `python -m main fit --config configs/lcg/<cfg>.yaml` (it is written under the run's "
+    "checkpoints/ folder) and point the C2F config's lcg_checkpoint at it.",
+)
 
 
-def _copy_prefixed(
-    state: Mapping[str, torch.Tensor], prefix: str, module: nn.Module, path: str | Path, what: str
-) -> None:
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sub))
-    unexpected = sorted(set(sub) - set(own))
-    if missing or unexpected:
-        raise LCGCheckpointError(
-            f"{path}: the {what} keys (prefix {prefix!r}) do not match the module: missing {missing[:8]}, "
-            f"unexpected {unexpected[:8]}. Build the {what} with the same options as the LCG run "
-            "(see the run's config.yaml)"
-        )
-    bad = [f"{prefix}{k}: checkpoint {tuple(sub[k].shape)} vs module {tuple(v.shape)}" for k, v in own.items() if sub[k].shape != v.shape]
-    if bad:
-        raise LCGCheckpointError(
-            f"{path}: {what} shape mismatch: " + "; ".join(bad[:8]) + ". The LCG run used other sizes "
-            "(tokens_per_category / dim / U-Net widths); build the module with the run's values"
-        )
-    module.load_state_dict(sub)
+@dataclass
+class EmbeddingConfig:
+    """Size of a :class:`LatentCategoryEmbedding` (must match the LCG checkpoint it is loaded from).
+
+    Args:
+        tokens_per_category: tokens per category (PixelHacker: 10).
+        dim: token width (= the U-Nets' ``context_dim``).
+        null_embedding: also learn a null token set (``guidance="learned_null"``).
+        init_std: standard deviation of the normal initialisation.
+    """
+
+    tokens_per_category: int = 10
+    dim: int = 256
+    null_embedding: bool = False
+    init_std: float = 0.02
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (checkpoints, hyper-parameters)."""
+        return asdict(self)
+
+    def build(self) -> "LatentCategoryEmbedding":
+        """The embedding of this size."""
+        return LatentCategoryEmbedding(**self.to_dict())
 
 
 def load_lcg_embedding(
@@ -156,11 +148,20 @@ def load_lcg_embedding(
             used); False takes the raw weights (``current_model_state``) when present.
 
     Raises:
-        FileNotFoundError: no file at ``path``.
-        LCGCheckpointError: not a Lightning checkpoint, missing keys, or shapes that differ
+        networks.checkpoints.CheckpointNotFoundError: no file at ``path``.
+        networks.checkpoints.CheckpointError: unsafe or unreadable file, not a Lightning checkpoint, no
+            ``embedding.*`` keys (another module's checkpoint), or keys / shapes / values that do not fit
             (the message names every mismatched key with both shapes).
     """
-    state = _load_state_dict(path, use_ema)
-    _copy_prefixed(state, EMBEDDING_PREFIX, embedding, path, "embedding")
+    ckpt = read_checkpoint(path, LCG_FORMAT)
+    # With the EMA callback (callbacks.ema), "state_dict" holds the averaged weights and
+    # "current_model_state" the raw ones.
+    key = "current_model_state" if not use_ema and isinstance(ckpt, Mapping) and "current_model_state" in ckpt else "state_dict"
+    state = extract_state(ckpt, f"{path}", key=key)
+    parts = [(EMBEDDING_PREFIX, embedding, "tokens_per_category / dim / null_embedding")]
     if unet is not None:
-        _copy_prefixed(state, UNET_PREFIX, unet, path, "U-Net")
+        parts.append((UNET_PREFIX, unet, "U-Net widths (the LCG run's model.init_args.unet)"))
+    for prefix, module, what in parts:
+        where = f"{path} [{prefix}*]"
+        load_state(module, extract_state(state, where, key=None, prefix=prefix), where,
+                   hint=f"The LCG run used other {what}; build the module with the values in the run's config.yaml.")

@@ -12,7 +12,8 @@ from typing import Mapping
 
 import torch
 
-from networks.hfgi.official_checkpoints import CheckpointError, read_checkpoint
+from networks.checkpoints import CheckpointMismatchError, read_checkpoint
+from networks.hfgi.official_checkpoints import OFFICIAL_FORMATS
 
 __all__ = ["normalize_direction", "load_direction", "load_directions", "edit_latents"]
 
@@ -43,11 +44,11 @@ def normalize_direction(direction: torch.Tensor, n_styles: int, style_dim: int, 
 
 def load_direction(path: str | os.PathLike, n_styles: int, style_dim: int) -> torch.Tensor:
     """Load one InterfaceGAN direction file on CPU and validate its shape (see :func:`normalize_direction`)."""
-    obj = read_checkpoint(Path(path), "direction")
+    obj = read_checkpoint(Path(path), OFFICIAL_FORMATS["direction"])
     if isinstance(obj, Mapping):
         tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
         if len(tensors) != 1:
-            raise CheckpointError(f"{path}: expected a direction tensor, found a dict with keys {sorted(obj)}")
+            raise CheckpointMismatchError(f"{path}: expected a direction tensor, found a dict with keys {sorted(obj)}")
         obj = tensors[0]
     return normalize_direction(obj, n_styles, style_dim, where=str(path))
 

@@ -9,27 +9,36 @@ Formats (read off the public code):
 * HFGI (``ckpt.pt``): ``{"state_dict": {"encoder.*", "decoder.*", "residue.*", "grid_align.*"},
   "opts": dict, "latent_avg": (18, 512)}``.
 
-Every loader maps to CPU, checks keys and shapes strictly and raises :class:`CheckpointError`
-naming the file, the kind it looks like, and the missing / unexpected / mis-shaped keys.
-A missing file raises ``FileNotFoundError`` naming where it goes and where it comes from.
+``opts`` (and rosinality's ``args``) may also be an ``argparse.Namespace``; it is read as an inert
+stand-in (:mod:`networks.checkpoints`), never unpickled for real.
+
+Every loader reads the file with :func:`networks.checkpoints.read_checkpoint` (CPU, weights only),
+checks keys, shapes, dtypes and finiteness strictly with :func:`networks.checkpoints.check_state`
+and raises a :class:`networks.checkpoints.CheckpointError` naming the file, the kind it looks like,
+and the offending keys. A missing file (``CheckpointNotFoundError``, a ``FileNotFoundError``)
+names where it goes and where it comes from.
 """
 from __future__ import annotations
 
 import os
-import pickle
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from networks.checkpoints import (
+    CheckpointFormat,
+    CheckpointMismatchError,
+    StandIn,
+    check_state,
+    extract_state,
+    read_checkpoint,
+)
+
 __all__ = [
-    "CheckpointError",
-    "OFFICIAL_FILES",
-    "read_checkpoint",
+    "OFFICIAL_FORMATS",
     "checkpoint_kind",
-    "check_state_dict",
     "load_stylegan2",
     "load_e4e",
     "load_hfgi",
@@ -45,54 +54,45 @@ __all__ = [
 PathLike = str | os.PathLike
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file exists but is not what the loader expects."""
+def _official(name: str, where: str, source: str, stand_ins: tuple[str, ...] = ()) -> CheckpointFormat:
+    return CheckpointFormat(
+        name=name,
+        origin=f"Place the official file at {where!r} (or pass its path in the config); it is {source}. "
+        "No weights are downloaded automatically.",
+        stand_ins=stand_ins,
+    )
 
 
-#: official file -> (documented location, where it comes from)
-OFFICIAL_FILES: dict[str, tuple[str, str]] = {
-    "stylegan2": (
+#: official file kind -> its format (documented location, origin, pickled objects it may hold)
+OFFICIAL_FORMATS: dict[str, CheckpointFormat] = {
+    # rosinality's train.py pickles its argparse.Namespace as "args"; pSp/e4e/HFGI store opts
+    # as a dict or an argparse.Namespace.
+    "stylegan2": _official(
+        "stylegan2 checkpoint",
         "pretrained/stylegan2-ffhq-config-f.pt",
         "the FFHQ config-f generator converted to PyTorch (rosinality/stylegan2-pytorch README; "
         "also linked from the e4e and HFGI READMEs)",
+        ("argparse.Namespace",),
     ),
-    "e4e": ("pretrained/e4e_ffhq_encode.pt", "the 'FFHQ Inversion' model of the omertov/encoder4editing README"),
-    "hfgi": ("pretrained/ckpt.pt", "the pretrained model linked from the Tengfei-Wang/HFGI README"),
-    "arcface": (
+    "e4e": _official(
+        "e4e checkpoint", "pretrained/e4e_ffhq_encode.pt", "the 'FFHQ Inversion' model of the omertov/encoder4editing README",
+        ("argparse.Namespace",),
+    ),
+    "hfgi": _official(
+        "hfgi checkpoint", "pretrained/ckpt.pt", "the pretrained model linked from the Tengfei-Wang/HFGI README",
+        ("argparse.Namespace",),
+    ),
+    "arcface": _official(
+        "arcface checkpoint",
         "pretrained/model_ir_se50.pth",
         "the IR-SE50 ArcFace model of TreB1eN/InsightFace_Pytorch (linked from the pSp/e4e READMEs)",
     ),
-    "direction": (
+    "direction": _official(
+        "InterfaceGAN direction",
         "pretrained/editings/interfacegan_directions/{age,smile,pose}.pt",
         "editings/interfacegan_directions/ in the Tengfei-Wang/HFGI (or encoder4editing) repository",
     ),
 }
-
-
-def _missing_file(path: Path, kind: str) -> FileNotFoundError:
-    where, source = OFFICIAL_FILES[kind]
-    return FileNotFoundError(
-        f"{kind} checkpoint not found: {str(path)!r}. Place the official file at {where!r} "
-        f"(or pass its path in the config); it is {source}. No weights are downloaded automatically."
-    )
-
-
-def read_checkpoint(path: PathLike, kind: str) -> Any:
-    """``torch.load(path, map_location="cpu")`` with a clear error for a missing or unreadable file.
-
-    Tries ``weights_only=True`` first; official files that pickle other objects are re-read
-    with ``weights_only=False`` (only load files you trust).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise _missing_file(path, kind)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        warnings.warn(f"{path}: not loadable with weights_only=True; loading the full pickle (trusted file)")
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{path}: cannot read {kind} checkpoint ({err}); the file is corrupt or not a torch file") from err
 
 
 def checkpoint_kind(obj: Any) -> str:
@@ -116,35 +116,21 @@ def checkpoint_kind(obj: Any) -> str:
     return "unknown"
 
 
-def _fmt(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys of ``state``."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = [f"{what} does not match {type(model).__name__}:"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches ({len(shapes)}): {_fmt(shapes, 6)}")
-        raise CheckpointError("\n  ".join(parts))
-
-
 def _sub(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     p = prefix + "."
     return {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+
+
+def _opts_dict(opts: Any) -> dict:
+    """``opts`` as a dict: stored as a dict, or as an ``argparse.Namespace`` (read as a :class:`StandIn`)."""
+    if isinstance(opts, StandIn):
+        return opts.as_dict()
+    return dict(opts) if isinstance(opts, Mapping) else {}
+
+
+def _fmt(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def _generator_size(state: Mapping[str, torch.Tensor]) -> int | None:
@@ -155,13 +141,13 @@ def _generator_size(state: Mapping[str, torch.Tensor]) -> int | None:
 def _check_generator_resolution(generator: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
     size = _generator_size(state)
     if size is not None and size != generator.size:
-        raise CheckpointError(
+        raise CheckpointMismatchError(
             f"{where} holds a {size}x{size} StyleGAN2 generator but the model is configured for "
             f"size={generator.size}; use the matching checkpoint or set the generator size to {size}"
         )
 
 
-def _wrong_kind(path: Path, expected: str, found: str) -> CheckpointError:
+def _wrong_kind(path: Path, expected: str, found: str) -> CheckpointMismatchError:
     hints = {
         "stylegan2": "load it with load_stylegan2 / the `stylegan2` path",
         "e4e": "load it with load_e4e / the `e4e` path",
@@ -169,7 +155,7 @@ def _wrong_kind(path: Path, expected: str, found: str) -> CheckpointError:
         "lightning": "it is a Lightning training checkpoint; pass it as --ckpt_path instead",
     }
     hint = hints.get(found, "it is not one of the official formats")
-    return CheckpointError(f"{path}: expected a {expected} checkpoint but the file looks like a {found} file ({hint})")
+    return CheckpointMismatchError(f"{path}: expected a {expected} checkpoint but the file looks like a {found} file ({hint})")
 
 
 def normalize_latent_avg(latent_avg: torch.Tensor | None, n_styles: int, style_dim: int, where: str) -> torch.Tensor | None:
@@ -183,7 +169,7 @@ def normalize_latent_avg(latent_avg: torch.Tensor | None, n_styles: int, style_d
         return t.repeat(n_styles, 1)
     if t.ndim == 2 and t.shape == (n_styles, style_dim):
         return t.clone()
-    raise CheckpointError(
+    raise CheckpointMismatchError(
         f"{where}: latent_avg has shape {tuple(t.shape)}, expected ({style_dim},) or ({n_styles}, {style_dim})"
     )
 
@@ -195,21 +181,21 @@ def load_stylegan2(path: PathLike, generator: nn.Module, key: str = "g_ema") -> 
     Returns the file's ``latent_avg`` as ``(n_latent, style_dim)`` or None when absent.
     """
     path = Path(path)
-    ckpt = read_checkpoint(path, "stylegan2")
+    ckpt = read_checkpoint(path, OFFICIAL_FORMATS["stylegan2"])
     kind = checkpoint_kind(ckpt)
     if kind != "stylegan2":
         raise _wrong_kind(path, "StyleGAN2 (rosinality: {'g_ema', 'latent_avg'})", kind)
     if key not in ckpt:
-        raise CheckpointError(f"{path}: no {key!r} entry (found {sorted(ckpt)})")
+        raise CheckpointMismatchError(f"{path}: no {key!r} entry (found {sorted(ckpt)})")
     state = ckpt[key]
     _check_generator_resolution(generator, state, f"{path} [{key}]")
-    check_state_dict(generator, state, f"{path} [{key}]")
+    check_state(generator, state, f"{path} [{key}]")
     generator.load_state_dict(state, strict=True)
     return normalize_latent_avg(ckpt.get("latent_avg"), generator.n_latent, generator.style_dim, str(path))
 
 
 def _load_pSp_like(path: Path, kind: str, parts: dict[str, nn.Module | None]) -> tuple[torch.Tensor | None, dict]:
-    ckpt = read_checkpoint(path, kind)
+    ckpt = read_checkpoint(path, OFFICIAL_FORMATS[kind])
     found = checkpoint_kind(ckpt)
     if found != kind:
         layout = {
@@ -221,7 +207,7 @@ def _load_pSp_like(path: Path, kind: str, parts: dict[str, nn.Module | None]) ->
     known = set(parts)
     stray = sorted({k for k in state if k.split(".", 1)[0] not in known})
     if stray:
-        raise CheckpointError(f"{path}: unexpected keys outside {sorted(known)} ({len(stray)}): {_fmt(stray)}")
+        raise CheckpointMismatchError(f"{path}: unexpected keys outside {sorted(known)} ({len(stray)}): {_fmt(stray)}")
     decoder = parts.get("decoder")
     if decoder is not None:
         _check_generator_resolution(decoder, _sub(state, "decoder"), f"{path} [decoder]")
@@ -229,13 +215,11 @@ def _load_pSp_like(path: Path, kind: str, parts: dict[str, nn.Module | None]) ->
         sub = _sub(state, prefix)
         if module is None:
             continue
-        check_state_dict(module, sub, f"{path} [{prefix}.*]")
+        check_state(module, sub, f"{path} [{prefix}.*]")
     for prefix, module in parts.items():
         if module is not None:
             module.load_state_dict(_sub(state, prefix), strict=True)
-    opts = ckpt.get("opts") or {}
-    if not isinstance(opts, dict):
-        opts = dict(vars(opts)) if hasattr(opts, "__dict__") else {}
+    opts = _opts_dict(ckpt.get("opts"))
     la = ckpt.get("latent_avg")
     if la is not None and decoder is not None:
         la = normalize_latent_avg(la, decoder.n_latent, decoder.style_dim, str(path))
@@ -273,21 +257,18 @@ def load_hfgi(
 
 def hfgi_opts(path: PathLike, kind: str = "hfgi") -> dict:
     """The ``opts`` dict stored in an e4e/HFGI file (e.g. ``stylegan_size``); {} when absent."""
-    ckpt = read_checkpoint(Path(path), kind)
-    opts = ckpt.get("opts") if isinstance(ckpt, Mapping) else None
-    if opts is None:
-        return {}
-    return dict(opts) if isinstance(opts, Mapping) else dict(vars(opts))
+    ckpt = read_checkpoint(Path(path), OFFICIAL_FORMATS[kind])
+    return _opts_dict(ckpt.get("opts") if isinstance(ckpt, Mapping) else None)
 
 
 def load_arcface(path: PathLike, model: nn.Module) -> None:
     """Load ``model_ir_se50.pth`` (a plain IR-SE50 ArcFace state dict) strictly into ``model``."""
     path = Path(path)
-    state = read_checkpoint(path, "arcface")
+    state = read_checkpoint(path, OFFICIAL_FORMATS["arcface"])
     kind = checkpoint_kind(state)
     if kind != "state_dict":
         raise _wrong_kind(path, "ArcFace IR-SE50 state dict", kind)
-    check_state_dict(model, state, str(path))
+    check_state(model, state, str(path))
     model.load_state_dict(state, strict=True)
 
 
@@ -360,7 +341,7 @@ def generator_size_of(path: PathLike, kind: str = "hfgi") -> int | None:
 
     ``kind`` only selects the missing-file message.
     """
-    ckpt = read_checkpoint(Path(path), kind)
+    ckpt = read_checkpoint(Path(path), OFFICIAL_FORMATS[kind])
     kind = checkpoint_kind(ckpt)
     if kind == "stylegan2":
         return _generator_size(ckpt["g_ema"])

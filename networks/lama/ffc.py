@@ -22,13 +22,13 @@ in [0, 1], output in [0, 1] with the sigmoid head (big-lama). See
 """
 from __future__ import annotations
 
-import pickle
-import types
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
+
+from networks.checkpoints import CheckpointFormat, load_weights
 
 BIG_LAMA_CONFIG: dict[str, Any] = {
     "input_nc": 4,
@@ -370,35 +370,28 @@ def _ffc_kwargs(kw: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
             "enable_lfu": kw.get("enable_lfu", False)}
 
 
-class _Unresolved:
-    """Stands in for a pickled object whose class cannot be imported here (e.g. omegaconf configs)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.__dict__["_state"] = state
-
-
-class _TolerantUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_Unresolved,), {"__module__": module})
-
-
-# big-lama's best.ckpt pickles its training config (omegaconf objects, saicinpainting classes) next to
-# the weights; only the tensors are needed, so classes that are not installed load as placeholders.
-_TOLERANT_PICKLE = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load, __name__="pickle")
+#: big-lama's ``best.ckpt`` is a PyTorch-Lightning 1.x checkpoint whose ``hyper_parameters`` pickle the
+#: training config (omegaconf objects, typing / builtin types they reference, LaMa's own classes):
+#: read as inert stand-ins (:mod:`networks.checkpoints`), never imported or called.
+BIG_LAMA_FORMAT = CheckpointFormat(
+    name="LaMa checkpoint",
+    origin=f"Download big-lama from {BIG_LAMA_URL} and place best.ckpt there (or set the inpainter's checkpoint path "
+    "in the config). No weights are downloaded automatically.",
+    stand_ins=(
+        "omegaconf.", "saicinpainting.", "pytorch_lightning.utilities.parsing.", "typing.", "argparse.Namespace",
+        "builtins.dict", "builtins.list", "builtins.tuple", "builtins.object", "builtins.str", "builtins.int",
+        "builtins.float", "builtins.bool", "builtins.type", "collections.defaultdict", "pathlib.",
+    ),
+)
 
 
 def load_big_lama_generator(generator: FFCResNetGenerator, path: str | Path, prefix: str = "generator.") -> FFCResNetGenerator:
     """Load the ``generator.*`` weights of a LaMa Lightning checkpoint (e.g. big-lama ``best.ckpt``).
 
     The checkpoint's ``state_dict`` also holds discriminator / loss-network weights; only the keys
-    under ``prefix`` are used, and they must match ``generator`` exactly (strict). The pickled
-    training config (omegaconf objects) loads without omegaconf installed.
+    under ``prefix`` are used, and they must match ``generator`` exactly (strict: keys, shapes,
+    floating-point dtypes, finite values). The pickled training config is read as inert stand-ins
+    (:data:`BIG_LAMA_FORMAT`), so omegaconf need not be installed and no code from the file runs.
 
     Args:
         generator: the module to fill (built with :data:`BIG_LAMA_CONFIG` for big-lama).
@@ -406,33 +399,12 @@ def load_big_lama_generator(generator: FFCResNetGenerator, path: str | Path, pre
         prefix: key prefix of the generator inside ``state_dict``.
 
     Raises:
-        FileNotFoundError: the file is missing (the message says where it comes from).
-        KeyError: the file has no ``state_dict`` / no ``prefix`` keys, or keys/shapes differ.
+        networks.checkpoints.CheckpointNotFoundError: the file is missing (says where it comes from).
+        networks.checkpoints.CheckpointError: unsafe, unreadable, no ``state_dict`` / no ``prefix``
+            keys, or keys / shapes / dtypes / values that do not fit.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"LaMa checkpoint not found: {path}. Download big-lama from {BIG_LAMA_URL} and place "
-            f"best.ckpt at {path} (or set the inpainter's checkpoint path in the config).")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TOLERANT_PICKLE)
-    state = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
-    if state is None:
-        raise KeyError(f"{path}: not a LaMa Lightning checkpoint (no 'state_dict' entry); "
-                       f"top-level keys: {sorted(ckpt)[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__}")
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not sub:
-        raise KeyError(f"{path}: state_dict has no keys starting with {prefix!r}; "
-                       f"first keys: {list(state)[:5]}")
-    own = generator.state_dict()
-    missing = sorted(set(own) - set(sub))
-    unexpected = sorted(set(sub) - set(own))
-    shape_bad = [f"{k}: file {tuple(sub[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in own if k in sub and tuple(sub[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shape_bad:
-        raise KeyError(
-            f"{path}: generator keys do not match the FFCResNetGenerator config "
-            f"(missing {len(missing)}: {missing[:8]}; unexpected {len(unexpected)}: {unexpected[:8]}; "
-            f"shape mismatches {len(shape_bad)}: {shape_bad[:5]}). Check the generator config "
-            f"(big-lama: networks.lama.ffc.BIG_LAMA_CONFIG).")
-    generator.load_state_dict(sub, strict=True)
+    load_weights(
+        generator, path, BIG_LAMA_FORMAT, prefix=prefix,
+        hint="Check the generator config (big-lama: networks.lama.ffc.BIG_LAMA_CONFIG).",
+    )
     return generator
