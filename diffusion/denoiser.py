@@ -1,19 +1,39 @@
-"""Denoiser wrapper (k-diffusion style) around the inpainting U-Net: noising, loss, CFG.
+"""Denoiser wrapper (k-diffusion style) around the inpainting U-Net: parameterisation, loss, CFG.
 
-The wrapper owns the discrete noise schedule (``alphas_cumprod`` buffer) and the training loss.
+The wrapper owns the discrete noise schedule (``alphas_cumprod`` buffer), the network's
+prediction target and the training loss. Like k-diffusion's ``Denoiser``, calling it returns the
+**denoised image** ``x0`` whatever the network predicts, so samplers never see the
+parameterisation. With ``x_t = sqrt(a) x0 + sqrt(1 - a) eps`` (``a = alpha_bar_t``):
+
+=========== ===================================== =========================================
+prediction  network target                        denoised image from the output ``o``
+=========== ===================================== =========================================
+epsilon     ``eps``                               ``(x_t - sqrt(1 - a) o) / sqrt(a)``
+v           ``sqrt(a) eps - sqrt(1 - a) x0``      ``sqrt(a) x_t - sqrt(1 - a) o``
+x0          ``x0``                                ``o``
+=========== ===================================== =========================================
+
+Epsilon prediction amplifies every error by ``1 / sqrt(a)`` (about 15 at the last of 1000
+scaled-linear steps), so its samples stay noise long into training; v and x0 do not
+(docs/results.md measures which converges first).
+
 :meth:`InpaintingDenoiser.loss` returns PER-SAMPLE terms so modules can weight, log per mask
 type and add callback terms on top::
 
-    out = denoiser.loss(image, mask, context)            # dict
-    out["noise"], out["l1"]                              # (B,) each
-    out["x0_pred"], out["eps_pred"], out["x_t"], out["t"], out["noise_target"]
+    out = denoiser.loss(image, mask, context, generator=g)   # dict
+    out["noise"], out["l1"]                                   # (B,) each
+    out["x0_pred"], out["prediction"], out["target"], out["x_t"], out["t"], out["noise_target"]
 
-Mask-weighted noise loss: ``mean_{c,h,w}( w * (eps_pred - eps)^2 )`` with
-``w = hole_weight * mask + known_weight * (1 - mask)``; image L1: ``mean |x0_pred - image|``
-over all pixels, ``x0_pred = (x_t - sqrt(1 - abar_t) eps_pred) / sqrt(abar_t)`` (not clamped,
-not pasted: loss-term callbacks decide what they use).
+``noise`` is the seed paper's mask-weighted diffusion loss (a):
+``lambda(t) * mean_{c,h,w}(w * (o - target)^2)`` with ``w = hole_weight * mask + known_weight * (1 - mask)``
+and ``lambda(t)`` the optional min-SNR-gamma weight (Hang et al. 2023; ``SNR = a / (1 - a)``):
+``min(SNR, gamma) / SNR`` for epsilon, ``min(SNR, gamma) / (SNR + 1)`` for v, ``min(SNR, gamma)``
+for x0 (1 without it). ``l1`` is ``mean |x0_pred - image|`` over all pixels (not clamped, not
+pasted: loss-term callbacks decide what they use).
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
@@ -21,7 +41,10 @@ from torch import nn
 from diffusion.guidance import cfg_combine
 from diffusion.schedules import ScheduleName, make_alphas_cumprod
 
-__all__ = ["InpaintingDenoiser", "predict_x0", "q_sample"]
+__all__ = ["InpaintingDenoiser", "Prediction", "min_snr_weight", "predict_x0", "q_sample"]
+
+Prediction = Literal["epsilon", "v", "x0"]
+PREDICTIONS = ("epsilon", "v", "x0")
 
 
 def _bcast(a: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -40,15 +63,27 @@ def predict_x0(x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, alphas_cum
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction: Prediction) -> torch.Tensor:
+    """Min-SNR-gamma loss weight (Hang et al. 2023) of each sample's SNR for the given target."""
+    clipped = snr.clamp(max=gamma)
+    if prediction == "epsilon":
+        return clipped / snr
+    if prediction == "v":
+        return clipped / (snr + 1)
+    return clipped
+
+
 class InpaintingDenoiser(nn.Module):
-    """Epsilon-prediction denoiser around an :class:`networks.c2f.unet.InpaintingUNet`.
+    """Denoiser around an :class:`networks.c2f.unet.InpaintingUNet`; ``forward`` returns the denoised image.
 
     Args:
-        unet: the noise-prediction network ``unet(x_t, t, masked_image, mask, context, cond)``.
+        unet: the network ``unet(x_t, t, masked_image, mask, context, cond) -> output``.
         schedule: noise schedule name (``scaled_linear`` as SD/PixelHacker, ``linear``, ``cosine``).
         num_train_timesteps: discrete training timesteps ``T``.
-        hole_weight: weight of hole pixels (mask = 1) in the noise loss.
-        known_weight: weight of known pixels (mask = 0) in the noise loss.
+        hole_weight: weight of hole pixels (mask = 1) in the diffusion loss.
+        known_weight: weight of known pixels (mask = 0) in the diffusion loss.
+        prediction: what the network predicts: ``"epsilon"`` (noise), ``"v"`` (velocity) or ``"x0"``.
+        min_snr_gamma: min-SNR-gamma loss weighting with this gamma (5 in the paper); None = off.
     """
 
     def __init__(
@@ -58,6 +93,8 @@ class InpaintingDenoiser(nn.Module):
         num_train_timesteps: int = 1000,
         hole_weight: float = 1.0,
         known_weight: float = 0.1,
+        prediction: Prediction = "epsilon",
+        min_snr_gamma: float | None = None,
     ) -> None:
         super().__init__()
         if hole_weight < 0 or known_weight < 0 or hole_weight + known_weight == 0:
@@ -65,10 +102,24 @@ class InpaintingDenoiser(nn.Module):
                 f"InpaintingDenoiser: hole_weight and known_weight must be >= 0 and not both 0, got "
                 f"{hole_weight}, {known_weight}"
             )
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"InpaintingDenoiser: prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if min_snr_gamma is not None and min_snr_gamma <= 0:
+            raise ValueError(f"InpaintingDenoiser: min_snr_gamma must be > 0 (or null to disable), got {min_snr_gamma}")
         self.unet = unet
         self.schedule, self.num_train_timesteps = schedule, num_train_timesteps
         self.hole_weight, self.known_weight = hole_weight, known_weight
+        self.prediction, self.min_snr_gamma = prediction, min_snr_gamma
         self.register_buffer("alphas_cumprod", make_alphas_cumprod(schedule, num_train_timesteps).float(), persistent=False)
+
+    def denoised(self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The denoised image implied by the network ``output`` at ``(x_t, t)`` (see the module table)."""
+        if self.prediction == "x0":
+            return output
+        a = _bcast(self.alphas_cumprod, torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0]), x_t)
+        if self.prediction == "v":
+            return a.sqrt() * x_t - (1 - a).sqrt() * output
+        return (x_t - (1 - a).sqrt() * output) / a.sqrt()
 
     def forward(
         self,
@@ -79,8 +130,8 @@ class InpaintingDenoiser(nn.Module):
         context: torch.Tensor,
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predicted noise ``(B, 3, H, W)``; arguments as :meth:`networks.c2f.unet.InpaintingUNet.forward`."""
-        return self.unet(x_t, t, masked_image, mask, context, cond)
+        """Denoised image ``(B, 3, H, W)``; arguments as :meth:`networks.c2f.unet.InpaintingUNet.forward`."""
+        return self.denoised(x_t, t, self.unet(x_t, t, masked_image, mask, context, cond))
 
     def forward_with_cond_scale(
         self,
@@ -94,12 +145,15 @@ class InpaintingDenoiser(nn.Module):
         cond: torch.Tensor | None = None,
         batched: bool = True,
     ) -> torch.Tensor:
-        """Classifier-free guided noise ``eps_u + cond_scale * (eps_c - eps_u)``.
+        """Classifier-free guided denoised image ``x0_u + cond_scale * (x0_c - x0_u)``.
+
+        The denoised image is affine in the network output for fixed ``(x_t, t)``, so this equals
+        guiding the noise (``eps_u + s (eps_c - eps_u)``) or v and converting afterwards.
 
         Args:
             x_t, t, masked_image, mask, cond: as :meth:`forward`.
             context: conditional tokens (fg tokens in ``fg_bg`` mode, the sample's category in
-                ``null`` mode); see :func:`diffusion.guidance.guidance_contexts`.
+                ``learned_null`` mode); see :func:`diffusion.guidance.guidance_contexts`.
             uncond_context: unconditional tokens (bg tokens / null tokens), same shape.
             cond_scale: guidance gain ``s`` (1 = the conditional prediction).
             batched: run both passes as ONE forward on a doubled batch (default); False runs
@@ -113,16 +167,32 @@ class InpaintingDenoiser(nn.Module):
             two = lambda z: None if z is None else torch.cat([z, z], dim=0)  # noqa: E731
             t_b = torch.as_tensor(t, device=x_t.device)
             t_b = t_b.expand(x_t.shape[0]) if t_b.ndim == 0 else t_b
-            eps = self.unet(two(x_t), two(t_b), two(masked_image), two(mask), torch.cat([context, uncond_context]), two(cond))
-            eps_c, eps_u = eps.chunk(2, dim=0)
+            x0 = self(two(x_t), two(t_b), two(masked_image), two(mask), torch.cat([context, uncond_context]), two(cond))
+            x0_c, x0_u = x0.chunk(2, dim=0)
         else:
-            eps_c = self.unet(x_t, t, masked_image, mask, context, cond)
-            eps_u = self.unet(x_t, t, masked_image, mask, uncond_context, cond)
-        return cfg_combine(eps_c, eps_u, cond_scale)
+            x0_c = self(x_t, t, masked_image, mask, context, cond)
+            x0_u = self(x_t, t, masked_image, mask, uncond_context, cond)
+        return cfg_combine(x0_c, x0_u, cond_scale)
 
     def sample_timesteps(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Uniform training timesteps ``(B,)`` in ``[0, T)``."""
+        """Uniform training timesteps ``(B,)`` in ``[0, T)`` (``generator`` on the CPU)."""
         return torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator).to(device)
+
+    def target(self, image: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The regression target of the network for clean ``image``, ``noise`` and ``t``."""
+        if self.prediction == "epsilon":
+            return noise
+        if self.prediction == "x0":
+            return image
+        a = _bcast(self.alphas_cumprod, t, image)
+        return a.sqrt() * noise - (1 - a).sqrt() * image
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample weight ``(B,)`` of the diffusion loss: min-SNR-gamma, or ones."""
+        if self.min_snr_gamma is None:
+            return torch.ones(t.shape, device=t.device)
+        a = self.alphas_cumprod.to(t.device)[t.long()].double()
+        return min_snr_weight(a / (1 - a), self.min_snr_gamma, self.prediction).float()
 
     def loss(
         self,
@@ -130,8 +200,10 @@ class InpaintingDenoiser(nn.Module):
         mask: torch.Tensor,
         context: torch.Tensor,
         cond: torch.Tensor | None = None,
+        *,
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-sample training losses of one noising of ``image``.
 
@@ -140,21 +212,27 @@ class InpaintingDenoiser(nn.Module):
             mask: ``(B, 1, H, W)``, 1 = hole; the network sees ``image * (1 - mask)`` and ``mask``.
             context: category tokens ``(B, n, dim)``.
             cond: optional extra U-Net input channels.
-            t: timesteps ``(B,)``; None draws them uniformly.
-            noise: Gaussian noise like ``image``; None draws it.
+            t: timesteps ``(B,)``; None draws them uniformly (from ``generator`` when given).
+            noise: Gaussian noise like ``image``; None draws it (from ``generator`` when given).
+            generator: CPU RNG for ``t`` and ``noise`` (reproducible validation losses).
 
         Returns:
-            dict with ``noise`` and ``l1`` ``(B,)``, and ``x0_pred``, ``eps_pred``, ``x_t``,
-            ``t``, ``noise_target`` (for loss-term callbacks and logging).
+            dict with ``noise`` (the weighted diffusion loss) and ``l1`` ``(B,)``, and ``x0_pred``,
+            ``prediction`` (raw network output), ``target``, ``x_t``, ``t``, ``noise_target``.
         """
         b = image.shape[0]
-        t = self.sample_timesteps(b, image.device) if t is None else t.to(image.device)
-        noise = torch.randn_like(image) if noise is None else noise
+        t = self.sample_timesteps(b, image.device, generator) if t is None else t.to(image.device)
+        if noise is None:
+            noise = torch.randn(image.shape, generator=generator).to(image) if generator is not None else torch.randn_like(image)
         x_t = q_sample(image, t, noise, self.alphas_cumprod)
         masked_image = image * (1 - mask)
-        eps_pred = self.unet(x_t, t, masked_image, mask, context, cond)
+        output = self.unet(x_t, t, masked_image, mask, context, cond)
+        target = self.target(image, noise, t)
         weight = self.hole_weight * mask + self.known_weight * (1 - mask)
-        noise_loss = (weight * (eps_pred.float() - noise.float()) ** 2).mean(dim=(1, 2, 3))
-        x0_pred = predict_x0(x_t, t, eps_pred, self.alphas_cumprod)
+        diffusion = (weight * (output.float() - target.float()) ** 2).mean(dim=(1, 2, 3)) * self.loss_weight(t)
+        x0_pred = self.denoised(x_t, t, output)
         l1 = (x0_pred.float() - image.float()).abs().mean(dim=(1, 2, 3))
-        return {"noise": noise_loss, "l1": l1, "x0_pred": x0_pred, "eps_pred": eps_pred, "x_t": x_t, "t": t, "noise_target": noise}
+        return {
+            "noise": diffusion, "l1": l1, "x0_pred": x0_pred, "prediction": output, "target": target,
+            "x_t": x_t, "t": t, "noise_target": noise,
+        }

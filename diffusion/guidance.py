@@ -13,7 +13,7 @@ import torch
 
 from networks.c2f.category_embedding import LatentCategoryEmbedding
 
-__all__ = ["GuidanceMode", "cfg_combine", "drop_condition", "guidance_contexts", "resolve_cond_drop_prob"]
+__all__ = ["GuidanceMode", "cfg_combine", "check_guidance", "drop_condition", "guidance_contexts", "resolve_cond_drop_prob"]
 
 GuidanceMode = Literal["fg_bg", "learned_null"]
 
@@ -43,6 +43,15 @@ def guidance_contexts(
     raise ValueError(f"unknown guidance mode {mode!r}; choose 'fg_bg' (PixelHacker) or 'learned_null'{hint}")
 
 
+def check_guidance(mode: str, embedding: LatentCategoryEmbedding, owner: str) -> None:
+    """Raise ``ValueError`` (naming ``owner``) unless ``mode`` is a guidance mode the embedding supports."""
+    if mode not in ("fg_bg", "learned_null"):
+        hint = " (a bare null is YAML's None; the learned-null mode is 'learned_null')" if mode in (None, "null") else ""
+        raise ValueError(f"{owner}: guidance must be 'fg_bg' or 'learned_null', got {mode!r}{hint}")
+    if mode == "learned_null" and not embedding.has_null:
+        raise ValueError(f"{owner}: guidance='learned_null' needs embedding.null_embedding=true")
+
+
 def resolve_cond_drop_prob(
     mode: str, cond_drop_prob: float | None, embedding: LatentCategoryEmbedding, owner: str
 ) -> float:
@@ -52,9 +61,7 @@ def resolve_cond_drop_prob(
     ``"fg_bg"`` has no null tokens, so the probability must be None or 0. ``owner`` names the
     module in the error messages.
     """
-    if mode not in ("fg_bg", "learned_null"):
-        hint = " (a bare null is YAML's None; the learned-null mode is 'learned_null')" if mode in (None, "null") else ""
-        raise ValueError(f"{owner}: guidance must be 'fg_bg' or 'learned_null', got {mode!r}{hint}")
+    check_guidance(mode, embedding, owner)
     if mode == "fg_bg":
         if cond_drop_prob:
             raise ValueError(
@@ -62,8 +69,6 @@ def resolve_cond_drop_prob(
                 "(no null tokens); remove it or use guidance='learned_null'"
             )
         return 0.0
-    if not embedding.has_null:
-        raise ValueError(f"{owner}: guidance='learned_null' needs embedding.null_embedding=true")
     prob = 0.1 if cond_drop_prob is None else float(cond_drop_prob)
     if not 0 < prob < 1:
         raise ValueError(f"{owner}: cond_drop_prob must be in (0, 1) with guidance='learned_null', got {cond_drop_prob}")

@@ -1,9 +1,12 @@
 """DDIM sampling for inpainting as a pure function, with exact paste-back of known pixels.
 
-``sample_ddim(eps_fn, image, mask, alphas_cumprod, steps, eta=0.0, ...)``: ``eps_fn(x_t, t)``
-returns the (guided) noise prediction; build it as a closure, e.g.::
+k-diffusion style: ``sample_ddim(model, image, mask, alphas_cumprod, steps, extra_args, ...)`` calls
+``model(x_t, t, **extra_args)``, which returns the (guided) DENOISED image ``x0`` (every prediction
+target converts to it; see :class:`diffusion.denoiser.InpaintingDenoiser`). Conditioning is passed
+as arguments, e.g.::
 
-    eps_fn = lambda x, t: denoiser.forward_with_cond_scale(x, t, masked, mask, ctx, uctx, 4.5)
+    x = sample_ddim(denoiser.forward_with_cond_scale, image, mask, denoiser.alphas_cumprod, 50,
+                    dict(masked_image=masked, mask=mask, context=c, uncond_context=u, cond_scale=4.5))
 
 At every step the predicted ``x0`` takes the known pixels of ``image`` and the known region of
 the next ``x_{t-1}`` is replaced by ``q(x_{t-1} | image)`` (forward-noised image), so the network
@@ -12,13 +15,14 @@ always sees a consistent noisy known region. The returned image is
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
 __all__ = ["ddim_timesteps", "paste_known", "sample_ddim"]
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``model(x_t (B,3,H,W), t (B,) long, **extra_args) -> denoised x0 (B,3,H,W)``
+DenoiserFn = Callable[..., torch.Tensor]
 
 
 def ddim_timesteps(num_train_timesteps: int, steps: int) -> torch.Tensor:
@@ -34,13 +38,14 @@ def paste_known(pred: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def sample_ddim(
-    eps_fn: EpsFn,
+    model: DenoiserFn,
     image: torch.Tensor,
     mask: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     steps: int,
-    eta: float = 0.0,
+    extra_args: Mapping[str, Any] | None = None,
     *,
+    eta: float = 0.0,
     x_T: torch.Tensor | None = None,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
@@ -49,15 +54,16 @@ def sample_ddim(
     """Inpaint ``image`` where ``mask == 1`` with DDIM.
 
     Args:
-        eps_fn: ``eps_fn(x_t (B,3,H,W), t (B,) long) -> eps (B,3,H,W)``.
+        model: ``model(x_t (B,3,H,W), t (B,) long, **extra_args) -> denoised x0 (B,3,H,W)``.
         image: ``(B, 3, H, W)`` in [-1, 1]; its hole pixels are ignored.
         mask: ``(B, 1, H, W)`` in {0, 1}, 1 = hole.
         alphas_cumprod: ``(T,)`` cumulative alphas of the training schedule.
         steps: number of DDIM steps.
+        extra_args: keyword arguments of every ``model`` call (conditioning, guidance gain).
         eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like variance).
         x_T: starting sample (default: Gaussian noise from ``generator``); e.g. a noised
             upsampled coarse output in a coarse-to-fine pipeline.
-        clip_x0: clamp the predicted ``x0`` to [-1, 1] (eps is recomputed from the clamped x0).
+        clip_x0: clamp the predicted ``x0`` to [-1, 1] (eps is recomputed from the pasted x0).
         generator: RNG for the initial noise and the stochastic terms (on ``image``'s device).
         callback: called after every step with ``{"i", "t", "x", "x0_pred"}`` (x0 pasted).
 
@@ -79,12 +85,12 @@ def sample_ddim(
     a_T = abar[ts[0]]
     x = torch.where(hole, x, a_T.sqrt() * image + (1 - a_T).sqrt() * randn())
     x0 = image
+    extra_args = dict(extra_args or {})
     for i, t in enumerate(ts):
         a = abar[t]
         a_prev = abar[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=abar.device)
         t_b = t.expand(image.shape[0])
-        eps = eps_fn(x, t_b).to(image.dtype)
-        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        x0 = model(x, t_b, **extra_args).to(image.dtype)
         if clip_x0:
             x0 = x0.clamp(-1, 1)
         x0 = paste_known(x0, image, mask)

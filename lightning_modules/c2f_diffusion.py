@@ -1,101 +1,61 @@
-"""Staged coarse-to-fine (C2F) diffusion inpainting with latent categories guidance (DESIGN.md section 2).
+"""Training of the staged coarse-to-fine (C2F) diffusion inpainter with latent categories guidance.
 
-Stage ``s`` (default resolutions 256 -> 512 -> 1024) is a pixel-space
-:class:`diffusion.denoiser.InpaintingDenoiser` around a :class:`networks.c2f.unet.InpaintingUNet`;
-all stages read the same LCG category tokens (:class:`networks.c2f.category_embedding.LatentCategoryEmbedding`,
-loaded from an ``LCGPretrainModule`` checkpoint). Stage ``s > 0`` gets 3 extra input channels
-(``cond``): the upsampled output of stage ``s - 1`` corrected by a
-:class:`networks.c2f.guidance_combiner.GuidanceCombiner` (known pixels pasted exactly, a learned
-correction in the hole).
+The model is the plain :class:`diffusion.c2f.C2FModel` (per-stage denoisers, guidance combiners,
+LCG embedding); sampling is :func:`diffusion.c2f_sampling.sample_c2f`. This module only wires
+them to data, losses, optimizers and logging.
 
 Training (one stage per step, sampled uniformly from ``train_stages`` with a step-seeded RNG so
-every DDP rank picks the same one): the batch holds the finest resolution; the module builds the
-pyramid (area / max-pool, :mod:`diffusion.pyramid`). The condition of stage ``s > 0`` is the
-ground truth at stage ``s - 1`` degraded by :func:`diffusion.pyramid.degrade_condition` (blur +
-noise in the hole, upsampled), so each stage trains on its own. Per-sample loss of stage ``k``::
+every DDP rank picks the same one): the batch holds the finest resolution;
+:meth:`diffusion.c2f.C2FModel.stage_inputs` builds the stage's target, mask and condition (the
+degraded ground truth of the stage below through the combiner). Per-sample loss of stage ``k``::
 
     noise_weight * noise + l1_weight * l1 + combiner_weight * combiner + sum_j w_j * term_j
 
-``noise``: mask-weighted noise MSE; ``l1``: |x0_pred - target|; ``combiner``: hole L1 of the
+``noise``: the mask-weighted diffusion loss on the model's prediction target (epsilon, v or x0;
+optional min-SNR-gamma weighting); ``l1``: |x0_pred - target|; ``combiner``: hole L1 of the
 combiner output vs the stage's ground truth (stages > 0); ``term_j``: loss-term callbacks
 (:class:`callbacks.boundary_loss.BoundaryLoss`, :class:`callbacks.consistency_loss.UpsamplingConsistencyLoss`)
 evaluated on ctx ``{x0_pred, target, mask, condition (stages > 0, detached), stage}``.
-Logged: ``train/s{k}/<term>``, ``train/s{k}/loss``, ``train/loss``; ``val/s{k}/<term>``,
-``val/s{k}/loss``, ``val/loss`` (mean over the trained stages).
+Logged: ``train/s{k}/<term>`` (only at steps that trained stage ``k``), ``train/loss``;
+``val/s{k}/<term>``, ``val/loss`` (mean over the trained stages).
 
-Sampling (:meth:`C2FDiffusionModule.inpaint`): DDIM at every stage (60/40/30 steps by default)
-with classifier-free guidance, one gain per stage, conditional and unconditional passes in one
-batched forward; known pixels are kept exactly at every stage and in the result.
+Checkpoints carry the model's ``"c2f_model"`` entry, so :meth:`diffusion.c2f.C2FModel.from_checkpoint`
+(and :class:`inpainters.c2f.C2FInpainter`) load them without Lightning.
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 
-from diffusion.denoiser import InpaintingDenoiser
-from diffusion.guidance import GuidanceMode, drop_condition, guidance_contexts, resolve_cond_drop_prob
-from diffusion.pyramid import (
-    crop_to,
-    degrade_condition,
-    downsample_image,
-    downsample_mask,
-    pad_to_multiple,
-    stage_sizes,
-    upsample,
-)
-from diffusion.sampling import sample_ddim
+from diffusion.c2f import C2F_FORMAT, C2F_META_KEY, C2FModel, C2FSampling, category_ids
+from diffusion.c2f_sampling import sample_c2f
+from diffusion.denoiser import Prediction
+from diffusion.guidance import GuidanceMode, drop_condition, resolve_cond_drop_prob
+from diffusion.pyramid import downsample_image, downsample_mask
 from diffusion.schedules import ScheduleName
-from lightning_modules.lcg_pretrain import check_inpainting_batch
+from diffusion.training import batch_categories, check_inpainting_batch, combine_loss_terms
 from lightning_modules.loss_term_host import LossTermHost
 from masks.types import Category
-from networks.c2f.category_embedding import LatentCategoryEmbedding, categories_from_mask_types, load_lcg_embedding
-from networks.c2f.guidance_combiner import GuidanceCombiner
-from networks.c2f.unet import InpaintingUNet
+from networks.c2f.category_embedding import EmbeddingConfig, load_lcg_embedding
+from networks.c2f.unet import UNetConfig
+from networks.checkpoints import read_checkpoint
+from optim.schedules import optimizers_and_schedule
 
-__all__ = ["C2FDiffusionModule", "C2FCheckpointError"]
-
-#: key under which a C2F checkpoint records what wrote it
-CHECKPOINT_META_KEY = "c2f_diffusion"
-
-
-class C2FCheckpointError(ValueError):
-    """A checkpoint that was not written by :class:`C2FDiffusionModule` or has another stage layout."""
-
-
-def _check_meta(ckpt: Mapping[str, Any], path: str | Path, resolutions: Sequence[int]) -> None:
-    meta = ckpt.get(CHECKPOINT_META_KEY)
-    if meta is None:
-        hp = ckpt.get("hyper_parameters", {}) or {}
-        prefixes = sorted({k.split(".")[0] for k in ckpt.get("state_dict", {})})[:6]
-        raise C2FCheckpointError(
-            f"{path} was not written by C2FDiffusionModule (no {CHECKPOINT_META_KEY!r} entry; state_dict prefixes "
-            f"{prefixes}, hyper-parameters {sorted(hp)[:6]}). An LCG checkpoint goes to "
-            "model.init_args.lcg_checkpoint instead; other modules' checkpoints cannot be loaded"
-        )
-    if list(meta["resolutions"]) != list(resolutions):
-        raise C2FCheckpointError(
-            f"{path} holds a C2F model with {len(meta['resolutions'])} stages at resolutions {list(meta['resolutions'])}, "
-            f"but this module has {len(resolutions)} stages at {list(resolutions)}; set model.init_args.resolutions "
-            "(and the per-stage lists) to the checkpoint's values"
-        )
+__all__ = ["C2FDiffusionModule"]
 
 
 class C2FDiffusionModule(LossTermHost, LightningModule):
-    """Coarse-to-fine diffusion inpainting: a pyramid of LCG-guided U-Net stages (see module docstring).
+    """Trains the coarse-to-fine LCG diffusion inpainter (:class:`diffusion.c2f.C2FModel`) stage by stage.
 
     Args:
-        unets: one dict of :class:`networks.c2f.unet.InpaintingUNet` arguments per stage (channels,
-            channel_mults, attention_levels, ...). ``context_dim`` defaults to the embedding's
-            ``dim`` and ``cond_channels`` is set by the module (0 at stage 0, 3 above); giving
-            other values is an error.
-        embedding: :class:`networks.c2f.category_embedding.LatentCategoryEmbedding` arguments
-            (tokens_per_category, dim, null_embedding); must match the LCG checkpoint.
+        unets: one U-Net architecture per stage (:class:`networks.c2f.unet.UNetConfig`: channels,
+            channel_mults, attention_levels, ...); token width and condition channels are set by the model.
+        embedding: size of the LCG category embedding (:class:`networks.c2f.category_embedding.EmbeddingConfig`);
+            must match the LCG checkpoint.
         resolutions: stage resolutions, coarse to fine (each divides the last; the batch / the
             image to inpaint is at the last one, or any size with the same ratios).
         sampling_steps: DDIM steps per stage.
@@ -108,8 +68,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         lcg_load_unet: also initialise the stage-0 U-Net from the LCG checkpoint (its config must
             be the LCG run's U-Net config).
         train_embedding: also train the category embedding (default: keep the LCG embedding).
-        init_checkpoint: a C2FDiffusionModule checkpoint whose weights initialise this module
-            (e.g. the run that trained stage 0, before training stage 1); same stage layout required.
+        init_checkpoint: a C2F checkpoint whose weights initialise this module (e.g. the run that
+            trained stage 0, before training stage 1); same architecture required.
         train_stages: stage indices trained by this run (one is sampled per step); None = all.
             Stages not listed are frozen and get no optimizer state.
         condition_blur_sigma: (min, max) Gaussian sigma (pixels of the lower stage) of the
@@ -119,13 +79,16 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         combiner_depth: residual blocks of each guidance combiner.
         schedule: noise schedule of every stage (``scaled_linear``, ``linear``, ``cosine``).
         num_train_timesteps: training timesteps ``T``.
-        hole_weight: noise-loss weight of hole pixels.
-        known_weight: noise-loss weight of known pixels.
-        noise_weight: weight of the mask-weighted noise loss.
+        hole_weight: diffusion-loss weight of hole pixels.
+        known_weight: diffusion-loss weight of known pixels.
+        prediction: network target of every stage: ``epsilon``, ``v`` or ``x0`` (docs/results.md
+            measures which reaches a usable fill first).
+        min_snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023) with this gamma; None = off.
+        noise_weight: weight of the mask-weighted diffusion loss.
         l1_weight: weight of the image L1 on the predicted x0.
         combiner_weight: weight of the combiner's hole L1 (stages > 0).
-        guidance: ``"fg_bg"`` (PixelHacker, ``eps_bg + s (eps_fg - eps_bg)``) or ``"learned_null"``
-            (learned null tokens with condition dropout, ``eps_null + s (eps_c - eps_null)``).
+        guidance: ``"fg_bg"`` (PixelHacker, ``x_bg + s (x_fg - x_bg)``) or ``"learned_null"``
+            (learned null tokens with condition dropout, ``x_null + s (x_c - x_null)``).
         cond_drop_prob: condition-dropout probability for ``guidance="learned_null"`` (None: 0.1).
         sample_eta: DDIM eta of every stage.
         cfg_batched: conditional + unconditional CFG passes as one batched forward (False: two
@@ -136,12 +99,14 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         seed: seed of the stage choice, validation noise, and the sampling of ``log_images`` /
             ``predict_step`` (predictions are reproducible).
         optimizer: optimizer factory (``OptimizerCallable``) applied to the trainable parameters.
+        lr_scheduler: learning-rate schedule factory (``LRSchedulerCallable``, e.g.
+            :class:`optim.schedules.WarmupCosineLR`), stepped every optimizer step; None = constant.
     """
 
     def __init__(
         self,
-        unets: list[dict[str, Any]],
-        embedding: dict[str, Any] | None = None,
+        unets: list[UNetConfig],
+        embedding: EmbeddingConfig | None = None,
         resolutions: list[int] = [256, 512, 1024],
         sampling_steps: list[int] = [60, 40, 30],
         guidance_gains: list[float] = [4.5, 3.0, 1.5],
@@ -158,6 +123,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         num_train_timesteps: int = 1000,
         hole_weight: float = 1.0,
         known_weight: float = 0.1,
+        prediction: Prediction = "epsilon",
+        min_snr_gamma: float | None = None,
         noise_weight: float = 1.0,
         l1_weight: float = 0.1,
         combiner_weight: float = 0.1,
@@ -169,9 +136,9 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         degenerate_masks: Literal["error", "warn"] = "error",
         seed: int = 0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
         n = len(resolutions)
         lists = {"unets": unets, "sampling_steps": sampling_steps, "guidance_gains": guidance_gains}
         if val_sampling_steps is not None:
@@ -182,12 +149,6 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
                 f"C2FDiffusionModule: every per-stage list needs one entry per resolution "
                 f"(resolutions={list(resolutions)}, {n} stages); got lengths {bad}"
             )
-        if list(resolutions) != sorted(set(resolutions)) or any(resolutions[-1] % r for r in resolutions):
-            raise ValueError(
-                f"C2FDiffusionModule: resolutions must increase strictly and each divide the last, got {list(resolutions)}"
-            )
-        if any(s < 1 for s in sampling_steps) or any(s < 1 for s in (val_sampling_steps or [1])):
-            raise ValueError(f"C2FDiffusionModule: sampling steps must be >= 1, got {list(sampling_steps)} / {val_sampling_steps}")
         if any(b > a for a, b in zip(guidance_gains, guidance_gains[1:])):
             rank_zero_warn(
                 f"C2FDiffusionModule: guidance_gains {list(guidance_gains)} increase from coarse to fine; the method uses "
@@ -199,198 +160,85 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         for name, rng in (("condition_blur_sigma", condition_blur_sigma), ("condition_noise_std", condition_noise_std)):
             if len(rng) != 2 or not 0 <= rng[0] <= rng[1]:
                 raise ValueError(f"C2FDiffusionModule: {name} must be [min, max] with 0 <= min <= max, got {list(rng)}")
-        self.embedding = LatentCategoryEmbedding(**(embedding or {}))
-        cond_drop_prob = resolve_cond_drop_prob(guidance, cond_drop_prob, self.embedding, "C2FDiffusionModule")
-        self.stages = torch.nn.ModuleList()
-        for s, cfg in enumerate(unets):
-            cfg = dict(cfg)
-            want = 0 if s == 0 else 3
-            if cfg.get("cond_channels", want) != want:
-                raise ValueError(
-                    f"C2FDiffusionModule: unets[{s}].cond_channels is set by the module ({want} at stage {s}); remove it"
-                )
-            if cfg.get("context_dim", self.embedding.dim) != self.embedding.dim:
-                raise ValueError(
-                    f"C2FDiffusionModule: unets[{s}].context_dim={cfg['context_dim']} must equal embedding dim {self.embedding.dim}"
-                )
-            cfg.update(cond_channels=want, context_dim=self.embedding.dim)
-            unet = InpaintingUNet(**cfg)
-            self.stages.append(InpaintingDenoiser(unet, schedule, num_train_timesteps, hole_weight, known_weight))
-        self.combiners = torch.nn.ModuleList(
-            GuidanceCombiner(combiner_width, combiner_depth, token_dim=self.embedding.dim) for _ in range(n - 1)
+        self.model = C2FModel(
+            unets, embedding, resolutions, guidance, combiner_width, combiner_depth, schedule, num_train_timesteps,
+            hole_weight, known_weight, prediction, min_snr_gamma,
+            sampling=C2FSampling(list(sampling_steps), list(guidance_gains), sample_eta, cfg_batched),
         )
+        if val_sampling_steps is not None:
+            self.model.check_sampling(val_sampling_steps, guidance_gains, "C2FDiffusionModule val_sampling_steps")
+        # hyper-parameters as plain data (a checkpoint must load with weights_only=True)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "unets", "embedding"])
+        self.hparams["unets"] = [u.to_dict() for u in self.model.unet_configs]
+        self.hparams["embedding"] = self.model.embedding_config.to_dict()
+        self.cond_drop_prob = resolve_cond_drop_prob(guidance, cond_drop_prob, self.model.embedding, "C2FDiffusionModule")
         if lcg_checkpoint is not None:
-            load_lcg_embedding(lcg_checkpoint, self.embedding, self.stages[0].unet if lcg_load_unet else None)
+            load_lcg_embedding(lcg_checkpoint, self.model.embedding, self.model.stages[0].unet if lcg_load_unet else None)
         elif lcg_load_unet:
             raise ValueError("C2FDiffusionModule: lcg_load_unet=true needs lcg_checkpoint")
         if init_checkpoint is not None:
             self.load_c2f_weights(init_checkpoint)
-
-        self.resolutions = [int(r) for r in resolutions]
-        self.sampling_steps = [int(s) for s in sampling_steps]
-        self.guidance_gains = [float(g) for g in guidance_gains]
         self.val_sampling_steps = None if val_sampling_steps is None else [int(s) for s in val_sampling_steps]
         self.train_stages = stages
         self.condition_blur_sigma, self.condition_noise_std = tuple(condition_blur_sigma), tuple(condition_noise_std)
         self.noise_weight, self.l1_weight, self.combiner_weight = noise_weight, l1_weight, combiner_weight
-        self.guidance, self.cond_drop_prob = guidance, cond_drop_prob
-        self.sample_eta, self.cfg_batched = sample_eta, cfg_batched
         self.degenerate_masks, self.seed = degenerate_masks, seed
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self._freeze_untrained(train_embedding)
 
     # ------------------------------------------------------------------ structure
     @property
     def num_stages(self) -> int:
         """Number of pyramid stages."""
-        return len(self.resolutions)
-
-    @property
-    def size_multiple(self) -> int:
-        """Image H and W must be multiples of this (every stage size divisible by its U-Net's factor)."""
-        top = self.resolutions[-1]
-        m = 1
-        for r, st in zip(self.resolutions, self.stages):
-            f = (top // r) * st.unet.downsample_factor
-            m = m * f // math.gcd(m, f)
-        return m
+        return self.model.num_stages
 
     def _freeze_untrained(self, train_embedding: bool) -> None:
-        self.embedding.requires_grad_(train_embedding)
+        self.model.embedding.requires_grad_(train_embedding)
         for s in range(self.num_stages):
             on = s in self.train_stages
-            self.stages[s].requires_grad_(on)
+            self.model.stages[s].requires_grad_(on)
             if s > 0:
-                self.combiners[s - 1].requires_grad_(on)
+                self.model.combiners[s - 1].requires_grad_(on)
 
-    def load_c2f_weights(self, path: str | Path) -> None:
-        """Load every weight from a C2FDiffusionModule checkpoint with the same stage layout.
+    def load_c2f_weights(self, path: str) -> None:
+        """Initialise every weight from a C2F checkpoint (training run or standalone file) of the same architecture.
 
         Raises:
-            FileNotFoundError: no file at ``path``.
-            C2FCheckpointError: another module's checkpoint, another stage count / resolutions, or
-                U-Net configs that differ (the message names the keys).
+            networks.checkpoints.CheckpointError: missing, unsafe or unreadable file, another
+                module's checkpoint, another stage layout, or weights that do not fit (names the keys).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"C2F checkpoint {path} not found")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict):
-            raise C2FCheckpointError(f"{path} is not a Lightning checkpoint")
-        _check_meta(ckpt, path, self.hparams.resolutions)
-        self._load_state(ckpt["state_dict"], path)
-
-    def _load_state(self, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
-        if missing or unexpected or shapes:
-            raise C2FCheckpointError(
-                f"{path}: weights do not fit this C2F configuration: missing {missing[:6]}, unexpected {unexpected[:6]}, "
-                f"shape mismatches {shapes[:6]}; use the unets/embedding/combiner settings of the run that wrote it"
-            )
-        self.load_state_dict(state)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any) -> "C2FDiffusionModule":
-        """Rebuild a trained module from its checkpoint (hyper-parameters are stored in it), in eval mode.
-
-        ``overrides`` replace stored constructor arguments (e.g. ``sampling_steps``); the stage
-        layout must stay the same. Raises :class:`C2FCheckpointError` for another module's file.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"C2F checkpoint {path} not found")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or CHECKPOINT_META_KEY not in ckpt:
-            _check_meta(ckpt if isinstance(ckpt, dict) else {}, path, [])
-        hp = {k: v for k, v in dict(ckpt.get("hyper_parameters", {})).items() if not k.startswith("_")}
-        hp.update(overrides)
-        hp.update(lcg_checkpoint=None, lcg_load_unet=False, init_checkpoint=None)  # weights come from this file
-        module = cls(**hp)
-        _check_meta(ckpt, path, module.resolutions)
-        module._load_state(ckpt["state_dict"], path)
-        return module.to(map_location).eval()
+        self.model.load_weights_from(read_checkpoint(path, C2F_FORMAT), str(path))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_META_KEY] = {"resolutions": list(self.resolutions), "num_stages": self.num_stages}
+        checkpoint[C2F_META_KEY] = self.model.checkpoint_entry(prefix="model.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        _check_meta(checkpoint, "checkpoint", self.resolutions)
+        # --ckpt_path: refuse another module's checkpoint or another stage layout before Lightning loads weights
+        self.model.check_layout(self.model.checkpoint_meta(checkpoint, "checkpoint (--ckpt_path)"), "checkpoint (--ckpt_path)")
 
-    # ------------------------------------------------------------------ helpers
-    def _categories(self, batch: Mapping[str, Any], b: int, device: torch.device) -> torch.Tensor:
-        if "category" in batch:
-            return torch.as_tensor(batch["category"], device=device).long().reshape(b)
-        if "mask_type" in batch:
-            return categories_from_mask_types(batch["mask_type"].long().to(device))
-        raise ValueError(f"batch needs 'category' or 'mask_type'; got keys {sorted(batch)}")
-
-    def _check_size(self, h: int, w: int, where: str) -> None:
-        m = self.size_multiple
-        if h % m or w % m:
-            raise ValueError(
-                f"{where}: image size {h}x{w} is not a multiple of {m} (stage factor x U-Net downsampling for "
-                f"resolutions {self.resolutions}); set the data resolution to a multiple of {m}"
-            )
-
-    def stage_inputs(
-        self,
-        batch: Mapping[str, Any],
-        stage: int,
-        generator: torch.Generator | None = None,
-        drop: bool = False,
-    ) -> dict[str, torch.Tensor | None]:
-        """Training inputs of ``stage`` from a full-resolution batch: target, mask, tokens, condition.
-
-        The condition (stages > 0) is the degraded lower-stage ground truth passed through the
-        stage's guidance combiner; ``raw_condition`` is the degraded upsampled input before it.
-        """
-        image, mask = batch["image"], batch["mask"]
-        b = image.shape[0]
-        sizes = stage_sizes(image.shape[-2:], self.resolutions)
-        target = downsample_image(image, sizes[stage])
-        m = downsample_mask(mask, sizes[stage])
-        category = self._categories(batch, b, image.device)
-        tokens = self.embedding.tokens(category)
-        context = drop_condition(tokens, self.embedding, self.cond_drop_prob) if drop else tokens
-        raw = cond = None
-        if stage > 0:
-            lo = sizes[stage - 1]
-            raw = degrade_condition(
-                downsample_image(image, lo), downsample_mask(mask, lo), sizes[stage],
-                self.condition_blur_sigma, self.condition_noise_std, generator,
-            )
-            cond = self.combiners[stage - 1](raw, target * (1 - m), m, tokens)
-        return {"target": target, "mask": m, "context": context, "tokens": tokens, "raw_condition": raw, "condition": cond}
-
+    # ------------------------------------------------------------------ losses
     def stage_losses(
         self, batch: Mapping[str, Any], stage: int, generator: torch.Generator | None = None, drop: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Per-sample total loss ``(B,)`` of ``stage`` and every term ``(B,)`` by name."""
-        inp = self.stage_inputs(batch, stage, generator, drop)
-        target, m, cond = inp["target"], inp["mask"], inp["condition"]
-        b = target.shape[0]
-        t = noise = None
-        if generator is not None:
-            t = torch.randint(0, self.stages[stage].num_train_timesteps, (b,), generator=generator).to(target.device)
-            noise = torch.randn(target.shape, generator=generator).to(target.device, target.dtype)
-        out = self.stages[stage].loss(target, m, inp["context"], cond=cond, t=t, noise=noise)
-        terms = {"noise": out["noise"], "l1": out["l1"]}
-        per_sample = self.noise_weight * out["noise"] + self.l1_weight * out["l1"]
+        """Per-sample total loss ``(B,)`` of ``stage`` and every term ``(B,)`` by name (``loss`` included)."""
+        inp = self.model.stage_inputs(
+            batch["image"], batch["mask"], batch_categories(batch), stage,
+            self.condition_blur_sigma, self.condition_noise_std, generator,
+        )
+        target, m, cond, tokens = inp["target"], inp["mask"], inp["condition"], inp["tokens"]
+        context = drop_condition(tokens, self.model.embedding, self.cond_drop_prob) if drop else tokens
+        out = self.model.stages[stage].loss(target, m, context, cond=cond, generator=generator)
+        terms = {"noise": (self.noise_weight, out["noise"]), "l1": (self.l1_weight, out["l1"])}
         if cond is not None:
             hole = m.sum(dim=(1, 2, 3)).clamp_min(1.0) * 3
-            terms["combiner"] = ((cond - target).abs() * m).sum(dim=(1, 2, 3)) / hole
-            per_sample = per_sample + self.combiner_weight * terms["combiner"]
+            terms["combiner"] = (self.combiner_weight, ((cond - target).abs() * m).sum(dim=(1, 2, 3)) / hole)
         ctx: dict[str, Any] = {"x0_pred": out["x0_pred"], "target": target, "mask": m, "stage": stage}
         if cond is not None:
             ctx["condition"] = cond.detach()
-        for name, (weight, value) in self.extra_loss_terms(ctx).items():
-            per_sample = per_sample + weight * value
-            terms[name] = value
-        terms["loss"] = per_sample
-        return per_sample, terms
+        terms.update(self.extra_loss_terms(ctx))
+        per_sample, values = combine_loss_terms(terms)
+        values["loss"] = per_sample
+        return per_sample, values
 
     def _pick_stage(self) -> int:
         if len(self.train_stages) == 1:
@@ -401,7 +249,7 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         check_inpainting_batch(batch, self.degenerate_masks, "training batch")
-        self._check_size(*batch["image"].shape[-2:], "training batch")
+        self.model.check_size(*batch["image"].shape[-2:], "training batch")
         stage = self._pick_stage()
         per_sample, terms = self.stage_losses(batch, stage, drop=True)
         b = per_sample.shape[0]
@@ -413,7 +261,7 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         check_inpainting_batch(batch, "warn", "validation batch")
-        self._check_size(*batch["image"].shape[-2:], "validation batch")
+        self.model.check_size(*batch["image"].shape[-2:], "validation batch")
         b = batch["image"].shape[0]
         total = 0.0
         for stage in self.train_stages:
@@ -426,101 +274,31 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return self.optimizer_factory(params)
+    def configure_optimizers(self) -> Any:
+        return optimizers_and_schedule(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
 
     # ------------------------------------------------------------------ sampling
-    def _category_tensor(self, category: int | str | torch.Tensor | Sequence[int], b: int, device: torch.device) -> torch.Tensor:
-        if isinstance(category, str):
-            names = {"foreground": Category.FOREGROUND, "background": Category.BACKGROUND}
-            if category not in names:
-                raise ValueError(f"category must be 'foreground' or 'background' (or 0 / 1), got {category!r}")
-            category = int(names[category])
-        c = torch.as_tensor(category, device=device).long().reshape(-1)
-        if c.numel() == 1:
-            c = c.expand(b)
-        if c.numel() != b:
-            raise ValueError(f"category must be one id or one per image ({b}), got {c.numel()}")
-        return c
-
     @torch.no_grad()
     def inpaint(
         self,
         image: torch.Tensor,
         mask: torch.Tensor,
-        category: int | str | torch.Tensor | Sequence[int] = "background",
-        steps: Sequence[int] | None = None,
-        gains: Sequence[float] | None = None,
+        category: int | str | torch.Tensor | list[int] = "background",
+        steps: list[int] | None = None,
+        gains: list[float] | None = None,
         eta: float | None = None,
         generator: torch.Generator | None = None,
         cfg_batched: bool | None = None,
         return_stages: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Three-stage (``num_stages``) inpainting of ``image`` where ``mask == 1``; usable outside a Trainer.
+        """All-stage inpainting with :func:`diffusion.c2f_sampling.sample_c2f` (arguments as there).
 
-        The image is padded (reflect, bottom / right) to :attr:`size_multiple`, the pyramid is built
-        (area / max-pool), each stage samples with DDIM + CFG at its size conditioned on the
-        combined upsampled output of the stage below, and the result is cropped back.
-
-        Args:
-            image: ``(B, 3, H, W)`` in [-1, 1], any H, W (the last stage runs at H x W, stage ``s``
-                at ``H * resolutions[s] / resolutions[-1]``).
-            mask: ``(B, 1, H, W)``, 1 (> 0.5) = hole.
-            category: LCG category of the fill: ``"background"`` (object removal), ``"foreground"``,
-                an id (0 fg, 1 bg) or one id per image. Used by ``guidance="learned_null"`` and the combiner.
-            steps: DDIM steps per stage (default ``sampling_steps``).
-            gains: CFG gain per stage (default ``guidance_gains``).
-            eta: DDIM eta (default ``sample_eta``).
-            generator: RNG on ``image``'s device (reproducible samples).
-            cfg_batched: override ``cfg_batched`` (one doubled forward vs two forwards).
-            return_stages: also return every stage's output (at its own size).
-
-        Returns:
-            ``(B, 3, H, W)`` in [-1, 1] equal to ``image`` bit for bit where ``mask == 0``
-            (and ``[stage outputs]`` when ``return_stages``).
+        Returns the ``(B, 3, H, W)`` result, equal to ``image`` bit for bit where ``mask == 0``
+        (and the stage outputs when ``return_stages``).
         """
-        if image.ndim != 4 or image.shape[1] != 3 or mask.ndim != 4 or mask.shape[1] != 1 or \
-                mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
-            raise ValueError(
-                f"inpaint: image must be (B, 3, H, W) and mask (B, 1, H, W) of the same size, got "
-                f"{tuple(image.shape)} and {tuple(mask.shape)}"
-            )
-        steps = list(self.sampling_steps if steps is None else steps)
-        gains = list(self.guidance_gains if gains is None else gains)
-        if len(steps) != self.num_stages or len(gains) != self.num_stages:
-            raise ValueError(f"inpaint: steps {steps} and gains {gains} need one entry per stage ({self.num_stages})")
-        eta = self.sample_eta if eta is None else eta
-        batched = self.cfg_batched if cfg_batched is None else cfg_batched
-        dtype = next(self.parameters()).dtype
-        orig_image = image
-        hole_full = (mask > 0.5).to(image.dtype)
-        b = image.shape[0]
-        category = self._category_tensor(category, b, image.device)
-        padded, size = pad_to_multiple(image.to(dtype), self.size_multiple)
-        pmask, _ = pad_to_multiple(hole_full.to(dtype), self.size_multiple)
-        sizes = stage_sizes(padded.shape[-2:], self.resolutions)
-        tokens = self.embedding.tokens(category)
-        ctx_c, ctx_u = guidance_contexts(self.embedding, category, self.guidance)
-        outputs: list[torch.Tensor] = []
-        prev = None
-        for s, denoiser in enumerate(self.stages):
-            img_s = downsample_image(padded, sizes[s])
-            m_s = downsample_mask(pmask, sizes[s])
-            masked = img_s * (1 - m_s)
-            cond = None
-            if prev is not None:
-                cond = self.combiners[s - 1](upsample(prev, sizes[s]), masked, m_s, tokens)
-
-            def eps_fn(x: torch.Tensor, t: torch.Tensor, _d=denoiser, _m=masked, _k=m_s, _c=cond, _g=gains[s]) -> torch.Tensor:
-                return _d.forward_with_cond_scale(x, t, _m, _k, ctx_c, ctx_u, _g, cond=_c, batched=batched)
-
-            prev = sample_ddim(eps_fn, img_s, m_s, denoiser.alphas_cumprod, steps[s], eta, generator=generator)
-            outputs.append(prev)
-        out = crop_to(prev, size).to(orig_image.dtype)
-        out = torch.where(hole_full > 0.5, out, orig_image)
-        outputs[-1] = out
-        return (out, outputs) if return_stages else out
+        out, stages = sample_c2f(self.model, image, mask, category, steps, gains, eta=eta, cfg_batched=cfg_batched,
+                                 generator=generator)
+        return (out, stages) if return_stages else out
 
     def log_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Grids for :class:`callbacks.image_logger.ImageLogger`: ``s{k}`` = masked input | stage output | target.
@@ -529,11 +307,9 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         ``val_sampling_steps`` (or ``sampling_steps``) and a fixed seed.
         """
         image, mask = batch["image"], batch["mask"]
-        b = image.shape[0]
         g = torch.Generator(device=image.device).manual_seed(self.seed)
-        _, outs = self.inpaint(
-            image, mask, self._categories(batch, b, image.device), steps=self.val_sampling_steps, generator=g, return_stages=True
-        )
+        _, outs = self.inpaint(image, mask, batch_categories(batch), steps=self.val_sampling_steps, generator=g,
+                               return_stages=True)
         grids = {}
         for s, out in enumerate(outs):
             size = out.shape[-2:]
@@ -551,7 +327,7 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         """
         image, mask = batch["image"], batch["mask"]
         b = image.shape[0]
-        category = batch.get("category", torch.full((b,), int(Category.BACKGROUND)))
+        category = category_ids(batch.get("category", int(Category.BACKGROUND)), b, image.device)
         g = torch.Generator(device=image.device).manual_seed(self.seed + batch_idx)
         out = self.inpaint(image, mask, category, generator=g)
         keys = batch.get("key", [f"{batch_idx:06d}_{i}" for i in range(b)])

@@ -17,7 +17,9 @@ from callbacks.consistency_loss import UpsamplingConsistencyLoss
 from callbacks.prediction_writer import InpaintingPredictionWriter
 from datamodules.image_files import ImageFilesDataModule
 from datamodules.shard_datamodule import ShardDataModule
-from lightning_modules.c2f_diffusion import C2FCheckpointError, C2FDiffusionModule
+from diffusion.c2f import C2FModel
+from lightning_modules.c2f_diffusion import C2FDiffusionModule
+from networks.checkpoints import CheckpointError
 
 UNET = {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "attention_levels": [1], "heads": 2, "norm_groups": 4}
 EMB = {"tokens_per_category": 2, "dim": 16}
@@ -68,20 +70,20 @@ def test_per_stage_losses_nonzero_with_gradients_where_expected():
             m.zero_grad(set_to_none=True)
             _, terms = m.stage_losses(batch, stage, generator=torch.Generator().manual_seed(stage))
             terms[name].sum().backward()
-            assert (_grad_norm(m.stages[stage].unet) > 0) == (name != "combiner"), (stage, name)
+            assert (_grad_norm(m.model.stages[stage].unet) > 0) == (name != "combiner"), (stage, name)
             for other in set(range(3)) - {stage}:
-                assert _grad_norm(m.stages[other]) == 0, (stage, name, other)
+                assert _grad_norm(m.model.stages[other]) == 0, (stage, name, other)
             if stage:
                 # every term reaches the combiner (directly, or through the U-Net's condition input)
-                assert _grad_norm(m.combiners[stage - 1]) > 0, (stage, name)
-            assert all(p.grad is None for p in m.embedding.parameters())  # LCG tokens frozen by default
-    assert m.stage_inputs(batch, 0)["condition"] is None
+                assert _grad_norm(m.model.combiners[stage - 1]) > 0, (stage, name)
+            assert all(p.grad is None for p in m.model.embedding.parameters())  # LCG tokens frozen by default
+    assert m.model.stage_inputs(batch["image"], batch["mask"], batch["category"], 0, (0, 1), (0, 0.05))["condition"] is None
 
 
 def test_stage_selection_freezes_other_stages_and_validates_lists():
     m = make_module(train_stages=[1])
-    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in m.named_parameters() if p.requires_grad}
-    assert trainable == {"stages.1", "combiners.0"}
+    trainable = {".".join(n.split(".")[:3]) for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable == {"model.stages.1", "model.combiners.0"}
     assert len(m.configure_optimizers().param_groups[0]["params"]) == sum(1 for p in m.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="one entry per resolution"):
         make_module(sampling_steps=[3, 2])
@@ -91,10 +93,10 @@ def test_stage_selection_freezes_other_stages_and_validates_lists():
         make_module(guidance_gains=[1.0])
     with pytest.raises(ValueError, match=r"train_stages must list stage indices in 0\.\.2"):
         make_module(train_stages=[3])
-    with pytest.raises(ValueError, match="cond_channels is set by the module"):
+    with pytest.raises(ValueError, match="cond_channels: set per stage by the C2F model"):
         make_module(unets=[UNET, {**UNET, "cond_channels": 5}, UNET])
     with pytest.raises(ValueError, match="not a multiple of 8"):
-        m._check_size(60, 64, "batch")
+        m.model.check_size(60, 64, "batch")
 
 
 def _fit(tmp_path: Path, shards, callbacks: list, train_stages, steps: int, name: str) -> tuple[C2FDiffusionModule, dict]:
@@ -221,23 +223,27 @@ def test_checkpoint_from_another_module_or_stage_count_is_a_clear_error(tmp_path
     lcg = LCGPretrainModule(InpaintingUNet(**UNET, context_dim=16), LatentCategoryEmbedding(**EMB))
     lcg_ckpt = _save_ckpt(lcg, tmp_path / "lcg.ckpt")
     two = _save_ckpt(make_module(2), tmp_path / "two.ckpt")
-    with pytest.raises(C2FCheckpointError, match="not written by C2FDiffusionModule.*lcg_checkpoint"):
-        C2FDiffusionModule.from_checkpoint(lcg_ckpt)
-    with pytest.raises(C2FCheckpointError, match=r"2 stages at resolutions \[16, 32\].*3 stages"):
+    with pytest.raises(CheckpointError, match="not written by C2FDiffusionModule.*LCGPretrainModule|not written by C2FDiffusionModule.*lcg_checkpoint"):
+        C2FModel.from_checkpoint(lcg_ckpt)
+    with pytest.raises(CheckpointError, match=r"2 stages at resolutions \[16, 32\].*3 stages"):
         make_module(init_checkpoint=str(two))
-    with pytest.raises(C2FCheckpointError, match="not written by C2FDiffusionModule"):
+    with pytest.raises(CheckpointError, match="not written by C2FDiffusionModule"):
         Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path).predict(
-            make_module(), datamodule=_dm(tmp_path), ckpt_path=str(lcg_ckpt), return_predictions=False,
-            weights_only=False)  # the LCG checkpoint pickles its U-Net config objects
-    with pytest.raises(C2FCheckpointError, match="2 stages"):
+            make_module(), datamodule=_dm(tmp_path), ckpt_path=str(lcg_ckpt), return_predictions=False)
+    with pytest.raises(CheckpointError, match="2 stages"):
         Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path).predict(
             make_module(), datamodule=_dm(tmp_path), ckpt_path=str(two), return_predictions=False)
     # the LCG checkpoint is the right input for lcg_checkpoint, and round-trips through from_checkpoint
     m = make_module(lcg_checkpoint=str(lcg_ckpt), lcg_load_unet=True)
-    assert torch.equal(m.embedding.table.weight, lcg.embedding.table.weight)
-    again = C2FDiffusionModule.from_checkpoint(_save_ckpt(m, tmp_path / "three.ckpt"), sampling_steps=[1, 1, 1])
-    assert again.sampling_steps == [1, 1, 1]
+    assert torch.equal(m.model.embedding.table.weight, lcg.embedding.table.weight)
+    again = C2FModel.from_checkpoint(_save_ckpt(m, tmp_path / "three.ckpt"), sampling={"steps": [1, 1, 1], "gains": [2.0, 1.0, 1.0]})
+    assert again.sampling.steps == [1, 1, 1] and not again.training
     assert torch.equal(again.stages[0].unet.input_conv.weight, lcg.denoiser.unet.input_conv.weight)
+    # a standalone model file loads the same way (weights_only=True) and matches
+    again.save(tmp_path / "model.ckpt")
+    assert set(torch.load(tmp_path / "model.ckpt", weights_only=True)) == {"c2f_model", "state_dict"}
+    alone = C2FModel.from_checkpoint(tmp_path / "model.ckpt")
+    assert all(torch.equal(alone.state_dict()[k], v) for k, v in again.state_dict().items())
 
 
 def _dm(tmp_path: Path) -> ImageFilesDataModule:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from diffusion.denoiser import InpaintingDenoiser, predict_x0, q_sample
+from diffusion.denoiser import InpaintingDenoiser, min_snr_weight, predict_x0, q_sample
 from diffusion.guidance import cfg_combine, guidance_contexts
 from diffusion.sampling import ddim_timesteps, sample_ddim
 from diffusion.schedules import alphas_cumprod, cosine_betas, linear_betas, make_alphas_cumprod, scaled_linear_betas
@@ -194,11 +194,49 @@ def test_denoiser_loss_is_per_sample_and_mask_weighted():
     t, noise = torch.tensor([5, 500, 999]), torch.randn_like(image)
     out = den.loss(image, mask, ctx, t=t, noise=noise)
     assert out["noise"].shape == out["l1"].shape == (3,)
-    err = (out["eps_pred"] - noise) ** 2 * mask
+    err = (out["prediction"] - noise) ** 2 * mask
     torch.testing.assert_close(out["noise"], err.mean(dim=(1, 2, 3)))
     x_t = q_sample(image, t, noise, den.alphas_cumprod)
-    torch.testing.assert_close(out["x0_pred"], predict_x0(x_t, t, out["eps_pred"], den.alphas_cumprod))
+    torch.testing.assert_close(out["x0_pred"], predict_x0(x_t, t, out["prediction"], den.alphas_cumprod))
     torch.testing.assert_close(out["l1"], (out["x0_pred"] - image).abs().mean(dim=(1, 2, 3)))
+    # a seeded generator draws the same t and noise every time
+    a = den.loss(image, mask, ctx, generator=torch.Generator().manual_seed(3))
+    b = den.loss(image, mask, ctx, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a["t"], b["t"]) and torch.equal(a["noise_target"], b["noise_target"])
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
+def test_prediction_targets_follow_their_definitions(prediction):
+    """Targets and the denoised image, written out from the definitions (DESIGN.md: Salimans & Ho for v)."""
+    den = InpaintingDenoiser(randomize(tiny_unet()), prediction=prediction, hole_weight=1.0, known_weight=0.0).double()
+    image, mask = (x.double() for x in batch(b=3))
+    t, noise = torch.tensor([0, 400, 999]), torch.randn_like(image)
+    abar = den.alphas_cumprod[t].view(-1, 1, 1, 1)  # the schedule itself is tested above
+    x_t = abar.sqrt() * image + (1 - abar).sqrt() * noise
+    expected_target = {"epsilon": noise, "x0": image, "v": abar.sqrt() * noise - (1 - abar).sqrt() * image}[prediction]
+    torch.testing.assert_close(den.target(image, noise, t), expected_target)
+    # the network output equal to the target gives back the clean image exactly
+    torch.testing.assert_close(den.denoised(x_t, t, expected_target), image)
+    out = den.loss(image, mask, torch.randn(3, 4, 16, dtype=torch.float64), t=t, noise=noise)
+    torch.testing.assert_close(out["noise"], (((out["prediction"] - expected_target) ** 2) * mask).mean(dim=(1, 2, 3)))
+
+
+def test_min_snr_gamma_weights():
+    """Hang et al. 2023: min(SNR, g)/SNR for epsilon, min(SNR, g)/(SNR + 1) for v, min(SNR, g) for x0."""
+    snr = torch.tensor([0.01, 1.0, 5.0, 50.0], dtype=torch.float64)
+    torch.testing.assert_close(min_snr_weight(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 1.0, 0.1], dtype=torch.float64))
+    torch.testing.assert_close(min_snr_weight(snr, 5.0, "v"), torch.tensor([0.01 / 1.01, 0.5, 5 / 6, 5 / 51], dtype=torch.float64))
+    torch.testing.assert_close(min_snr_weight(snr, 5.0, "x0"), torch.tensor([0.01, 1.0, 5.0, 5.0], dtype=torch.float64))
+    den = InpaintingDenoiser(randomize(tiny_unet()), prediction="v", min_snr_gamma=5.0, known_weight=0.0)
+    image, mask = batch(b=2)
+    t, noise = torch.tensor([10, 900]), torch.randn_like(image)
+    out = den.loss(image, mask, torch.randn(2, 4, 16), t=t, noise=noise)
+    a = den.alphas_cumprod[t].double()
+    w = (torch.minimum(a / (1 - a), torch.tensor(5.0, dtype=torch.float64)) / (a / (1 - a) + 1)).float()
+    plain = (((out["prediction"] - out["target"]) ** 2) * mask).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out["noise"], plain * w)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        InpaintingDenoiser(tiny_unet(), prediction="eps")
 
 
 def test_cfg_batched_equals_two_passes_and_gain_one_is_conditional():
@@ -223,8 +261,9 @@ def test_cfg_batched_equals_two_passes_and_gain_one_is_conditional():
 
 
 # ----------------------------------------------------------------------------- sampler
-def test_sampler_keeps_known_pixels_bit_exact_and_calls_back():
-    den = InpaintingDenoiser(randomize(tiny_unet()))
+@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
+def test_sampler_keeps_known_pixels_bit_exact_and_calls_back(prediction):
+    den = InpaintingDenoiser(randomize(tiny_unet()), prediction=prediction)
     image, mask = batch(b=2, seed=4)
     ctx = torch.randn(2, 4, 16)
     seen = []
@@ -232,8 +271,8 @@ def test_sampler_keeps_known_pixels_bit_exact_and_calls_back():
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             out = sample_ddim(
-                lambda x, t: den(x, t, image * (1 - mask), mask, ctx), image, mask, den.alphas_cumprod, 6, eta,
-                generator=g, callback=seen.append,
+                den, image, mask, den.alphas_cumprod, 6, dict(masked_image=image * (1 - mask), mask=mask, context=ctx),
+                eta=eta, generator=g, callback=seen.append,
             )
         known = mask.expand_as(image) == 0
         assert torch.equal(out[known], image[known])
@@ -242,18 +281,22 @@ def test_sampler_keeps_known_pixels_bit_exact_and_calls_back():
     assert all(torch.equal(s["x0_pred"][known], image[known]) for s in seen)
 
 
-def test_ddim_with_perfect_denoiser_recovers_target():
+def test_ddim_with_perfect_denoiser_stays_on_the_deterministic_trajectory():
+    """With x0 known exactly, eta=0 DDIM keeps x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps_T at every step (Song et al.)."""
     target, mask = batch(b=2, size=16, seed=5)
     abar = make_alphas_cumprod("scaled_linear", 1000).float()
     image = torch.where(mask > 0.5, torch.zeros_like(target), target)  # hole content unknown to the sampler
-
-    def oracle(x, t):
-        a = abar[t].view(-1, 1, 1, 1)
-        return (x - a.sqrt() * target) / (1 - a).sqrt()
-
-    for eta in (0.0, 0.7):
-        out = sample_ddim(oracle, image, mask, abar, 10, eta, generator=torch.Generator().manual_seed(1))
-        torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
+    eps_T = torch.randn(target.shape, generator=torch.Generator().manual_seed(2))
+    ts = ddim_timesteps(1000, 10)
+    x_T = abar[ts[0]].sqrt() * target + (1 - abar[ts[0]]).sqrt() * eps_T
+    seen = []
+    out = sample_ddim(lambda x, t: target, image, mask, abar, 10, x_T=x_T, callback=seen.append,
+                      generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-6)
+    hole = mask.expand_as(target) > 0.5
+    for info in seen[:-1]:
+        a = abar[ts[info["i"] + 1]]
+        torch.testing.assert_close(info["x"][hole], (a.sqrt() * target + (1 - a).sqrt() * eps_T)[hole], rtol=0, atol=1e-5)
 
 
 def test_ddim_timesteps_and_bad_arguments():
@@ -263,3 +306,5 @@ def test_ddim_timesteps_and_bad_arguments():
         sample_ddim(lambda x, t: x, image, mask, make_alphas_cumprod("linear", 1000), 0)
     with pytest.raises(ValueError, match="mask must be"):
         sample_ddim(lambda x, t: x, image, mask[..., :8], make_alphas_cumprod("linear", 1000), 2)
+    with pytest.raises(ValueError, match="eta must be >= 0"):
+        sample_ddim(lambda x, t: x, image, mask, make_alphas_cumprod("linear", 1000), 2, eta=-1.0)

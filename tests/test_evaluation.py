@@ -303,7 +303,7 @@ def test_evaluator_builds_c2f_inpainter_from_ckpt_path(synthetic_shards, tmp_pat
     assert isinstance(model.inpainter, C2FInpainter)
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     for k, v in model.inpainter.model.state_dict().items():
-        assert torch.equal(v, saved[k]), k
+        assert torch.equal(v, saved[f"model.{k}"]), k
     report = read_report(tmp_path / "report" / "report.json")
     assert report["name"] == "c2f-tiny" and report["num_images"] == 4
 
@@ -311,7 +311,7 @@ def test_evaluator_builds_c2f_inpainter_from_ckpt_path(synthetic_shards, tmp_pat
     other = _tiny_c2f_checkpoint(tmp_path / "other.ckpt", seed=2)
     state = inpainter_state_from_checkpoint(torch.load(other, map_location="cpu", weights_only=False), model.inpainter)
     other_sd = torch.load(other, map_location="cpu", weights_only=False)["state_dict"]
-    assert all(torch.equal(state[f"model.{k}"], v) for k, v in other_sd.items())
+    assert set(state) == set(other_sd) and all(torch.equal(state[k], v) for k, v in other_sd.items())
     with pytest.raises(ValueError, match="has no inpainter"):
         Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).test(
             InpaintingEvaluator(None, fid_features=RandomConvFeatures(16), lpips_pretrained_backbone=False), datamodule=dm)

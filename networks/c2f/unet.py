@@ -18,7 +18,8 @@ Returns the predicted noise ``(B, 3, H, W)``. ``H`` and ``W`` must be divisible 
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from networks.c2f.linear_attention import GatedLinearAttention
 
 __all__ = [
+    "UNetConfig",
     "timestep_embedding",
     "ResBlock",
     "SelfAttentionBlock",
@@ -363,3 +365,41 @@ class InpaintingUNet(nn.Module):
         for stage in self.up:
             h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, ckpt)
         return self.out(h)
+
+
+@dataclass
+class UNetConfig:
+    """Architecture of one :class:`InpaintingUNet` (a C2F stage); token width and extra input
+    channels are set by the model that owns it.
+
+    Args:
+        channels: base width (level 0).
+        channel_mults: width multiplier per resolution level; its length sets the depth.
+        num_res_blocks: ResBlocks per level on the way down (one more on the way up).
+        attention_levels: level indices (0 = full resolution) with self-attention.
+        heads: heads of the self- and cross-attention blocks.
+        head_dim: channels per head; None uses ``width // heads`` at each level.
+        attention: self-attention kind, ``"linear"`` (O(N)) or ``"softmax"``.
+        dropout: dropout inside the ResBlocks.
+        norm_groups: GroupNorm groups (reduced to a divisor of narrow widths).
+        gradient_checkpointing: recompute block activations in the backward pass.
+    """
+
+    channels: int = 128
+    channel_mults: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+    num_res_blocks: int = 2
+    attention_levels: list[int] = field(default_factory=lambda: [2, 3, 4])
+    heads: int = 4
+    head_dim: int | None = None
+    attention: Literal["linear", "softmax"] = "linear"
+    dropout: float = 0.0
+    norm_groups: int = 32
+    gradient_checkpointing: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (checkpoints, hyper-parameters)."""
+        return asdict(self)
+
+    def build(self, context_dim: int, cond_channels: int = 0) -> InpaintingUNet:
+        """The U-Net with this architecture reading ``context_dim``-wide tokens and ``cond_channels`` extra inputs."""
+        return InpaintingUNet(**self.to_dict(), context_dim=context_dim, cond_channels=cond_channels)
