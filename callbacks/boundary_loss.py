@@ -3,32 +3,17 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import kornia.morphology
 import torch
 
 from callbacks.loss_term import LossTerm
-
-
-def boundary_band(mask: torch.Tensor, width: int) -> torch.Tensor:
-    """Band of pixels within ``width`` px of the hole border: ``dilation(mask) - erosion(mask)``.
-
-    Both use a ``(2 * width + 1)`` square structuring element (``kornia.morphology``), so the band
-    reaches ``width`` px into the hole and ``width`` px into the known region. A mask with no hole
-    or no known pixel has an empty band.
-
-    Args:
-        mask: (B, 1, H, W) in {0, 1}, 1 = hole.
-        width: band half-width in pixels (>= 1).
-    """
-    kernel = torch.ones(2 * width + 1, 2 * width + 1, device=mask.device, dtype=mask.dtype)
-    return (kornia.morphology.dilation(mask, kernel) - kornia.morphology.erosion(mask, kernel)).clamp(0, 1)
+from masks.morphology import boundary_band
 
 
 class BoundaryLoss(LossTerm):
     """Mask-boundary loss: mean |x0_pred - target| over the band around the hole border.
 
     Seams appear where generated and known content meet; this term weights exactly that band
-    (found with Kornia morphology, see :func:`boundary_band`). Per-sample value: the L1 summed over
+    (found with Kornia morphology, see :func:`masks.morphology.boundary_band`). Per-sample value: the L1 summed over
     the band and the channels divided by the number of band pixels x channels (0 for a sample with
     an empty band). Needs ctx keys ``x0_pred``, ``target``, ``mask``; usable by any LossTermHost
     (C2F diffusion, HFGI). Logged as ``train/<prefix>boundary``.

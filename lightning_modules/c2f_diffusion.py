@@ -192,6 +192,11 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         """Number of pyramid stages."""
         return self.model.num_stages
 
+    @property
+    def resolutions(self) -> list[int]:
+        """Stage resolutions, coarse to fine."""
+        return self.model.resolutions
+
     def _freeze_untrained(self, train_embedding: bool) -> None:
         self.model.embedding.requires_grad_(train_embedding)
         for s in range(self.num_stages):

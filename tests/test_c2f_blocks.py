@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks.boundary_loss import BoundaryLoss, boundary_band
+from callbacks.boundary_loss import BoundaryLoss
+from masks.morphology import boundary_band
 from callbacks.consistency_loss import UpsamplingConsistencyLoss
 from datamodules.image_files import ImageFilesDataModule
 from diffusion.pyramid import (
