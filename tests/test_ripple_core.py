@@ -7,6 +7,7 @@ import torch
 
 from evaluation.weights import build_lpips
 from inpainters.base import Inpainter
+from networks.checkpoints import CheckpointError
 from networks.parsing.graphonomy import CIHP_FLIP_PERMUTATION, GraphonomyConfig, GraphonomyNet, load_graphonomy_checkpoint, parse_logits
 from ripple.composite import composite_person, person_alpha
 from ripple.ghost_metrics import edge_correlation, masked_perceptual_distance, masked_psnr
@@ -156,7 +157,7 @@ def test_graphonomy_checkpoint_roundtrip_and_flip_tta_symmetry(tmp_path):
         GraphonomyParser(checkpoint=str(tmp_path / "missing" / "inference.pth"), config=TINY_PARSER)
     del state["module.semantic.weight"]
     torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(KeyError, match="semantic.weight"):
+    with pytest.raises(CheckpointError, match="semantic.weight"):
         GraphonomyParser(checkpoint=str(tmp_path / "bad.pth"), config=TINY_PARSER)
 
 

@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from networks.checkpoints import CheckpointFormat, extract_state, load_state, read_checkpoint
+
 CIHP_CLASSES: tuple[str, ...] = (
     "background", "hat", "hair", "glove", "sunglasses", "upper_clothes", "dress", "coat", "socks", "pants",
     "torso_skin", "scarf", "skirt", "face", "left_arm", "right_arm", "left_leg", "right_leg", "left_shoe",
@@ -495,42 +497,39 @@ def parse_logits(net: GraphonomyNet, image: torch.Tensor, scales: Sequence[float
     return total
 
 
+#: the released CIHP ``inference.pth``: a plain (possibly ``module.``-prefixed) state dict
+GRAPHONOMY_FORMAT = CheckpointFormat(
+    name="Graphonomy checkpoint",
+    origin=f"Download the CIHP 'inference.pth' from {GRAPHONOMY_URL} and place it there (or set the parser's "
+    "checkpoint path). No weights are downloaded automatically.",
+)
+
+
+def _official_key(key: str) -> str:
+    """The official renaming: ``module.`` dropped; un-prefixed PASCAL ``graph*`` keys become ``source_graph*``."""
+    key = key.replace("module.", "")
+    if "graph" in key and not any(s in key for s in ("source", "target", "fc_", "transpose_graph")):
+        key = key.replace("featuremap_2_graph", "source_featuremap_2_graph") if "featuremap_2_graph" in key \
+            else key.replace("graph", "source_graph")
+    return key
+
+
 def load_graphonomy_checkpoint(net: GraphonomyNet, path: str | Path) -> GraphonomyNet:
     """Load the released Graphonomy ``inference.pth`` (a plain state dict, possibly ``module.``-prefixed).
 
-    Keys are matched strictly after the official renaming (``module.`` dropped; un-prefixed source
-    ``graph*`` keys of PASCAL checkpoints become ``source_graph*``). ``num_batches_tracked`` may be
-    absent (checkpoints from PyTorch < 0.4.1).
+    Keys are matched strictly after the official renaming (:func:`_official_key`); ``num_batches_tracked``
+    may be absent (checkpoints from PyTorch < 0.4.1). Read with ``weights_only=True``.
 
     Raises:
-        FileNotFoundError: the file is missing (the message says where it comes from).
-        KeyError: missing/unexpected keys or shape mismatches, listed.
+        networks.checkpoints.CheckpointNotFoundError: the file is missing (says where it comes from).
+        networks.checkpoints.CheckpointError: unsafe or unreadable file, or missing / unexpected keys,
+            shape, dtype or NaN/Inf mismatches (listed).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Graphonomy checkpoint not found: {path}. Download the CIHP 'inference.pth' from "
-                                f"{GRAPHONOMY_URL} and place it at {path} (or set the parser's checkpoint path).")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise KeyError(f"{path}: expected a state dict, got {type(state).__name__}")
-    renamed = {}
-    for k, v in state.items():
-        k = k.replace("module.", "")
-        if "graph" in k and not any(s in k for s in ("source", "target", "fc_", "transpose_graph")):
-            k = k.replace("featuremap_2_graph", "source_featuremap_2_graph") if "featuremap_2_graph" in k \
-                else k.replace("graph", "source_graph")
-        renamed[k] = v
-    own = net.state_dict()
-    missing = sorted(k for k in set(own) - set(renamed) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(renamed) - set(own))
-    bad = [f"{k}: file {tuple(renamed[k].shape)} vs model {tuple(own[k].shape)}"
-           for k in own if k in renamed and tuple(renamed[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or bad:
-        raise KeyError(f"{path}: Graphonomy keys do not match (missing {len(missing)}: {missing[:8]}; unexpected "
-                       f"{len(unexpected)}: {unexpected[:8]}; shape mismatches {len(bad)}: {bad[:5]}). The parser "
-                       f"expects the CIHP transfer model (deeplab_xception_transfer_projection_savemem, "
-                       f"config {asdict(net.config)}).")
-    net.load_state_dict({k: v for k, v in renamed.items()}, strict=False)
-    return net
+    obj = read_checkpoint(path, GRAPHONOMY_FORMAT)
+    key = "state_dict" if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else None
+    state = extract_state(obj, str(path), key=key, rename=_official_key)
+    return load_state(
+        net, state, str(path), optional=lambda k: k.endswith("num_batches_tracked"),
+        hint="The parser expects the CIHP transfer model (deeplab_xception_transfer_projection_savemem, "
+        f"config {asdict(net.config)}).",
+    )
