@@ -22,6 +22,7 @@ and need no download.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from networks.checkpoints import CheckpointFormat, CheckpointMismatchError, read_checkpoint
 
 __all__ = [
     "WeightFile",
@@ -151,11 +154,31 @@ def inception_feature_extractor(feature: int = 2048, weights_dir: str | os.PathL
     if feature not in (64, 192, 768, 2048):
         raise ValueError(f"inception_feature_extractor: feature must be one of 64, 192, 768, 2048, got {feature}")
     path = require_weight_file(INCEPTION_FID, weights_dir)
-    net = NoTrainInceptionV3(
-        name="inception-v3-compat", features_list=[str(feature)], feature_extractor_weights_path=str(path)
-    )
+    # torch-fidelity unpickles its weights file with weights_only=False; give it only bytes we wrote
+    # ourselves from the tensors of a weights_only read (checked: tensors only, floating, finite).
+    state = read_checkpoint(path, CheckpointFormat(name="FID Inception weights file", origin=INCEPTION_FID.url))
+    _check_plain_weights(state, str(path))
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    buffer.seek(0)
+    try:
+        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(feature)], feature_extractor_weights_path=buffer)
+    except RuntimeError as err:  # load_state_dict: keys / shapes of another network
+        raise CheckpointMismatchError(
+            f"{path} is not torch-fidelity's InceptionV3 weights file ({str(err).splitlines()[0][:200]}); "
+            f"the official file is {INCEPTION_FID.url}"
+        ) from None
     net.num_features = feature
     return net
+
+
+def _check_plain_weights(state: object, source: str) -> None:
+    """Raise unless ``state`` is a dict of tensors with finite floating-point weights."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointMismatchError(f"{source}: expected a state dict of tensors, got {type(state).__name__}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointMismatchError(f"{source}: NaN or Inf values in {bad[:8]}; the file is damaged, fetch it again")
 
 
 _SLICE_KEY = re.compile(r"^slice\d+\.(\d+)\.(.+)$")
@@ -207,7 +230,8 @@ def build_lpips(
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.models\._utils")
         model = _frozen_lpips_class()(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
     if backbone_path is not None:
-        source = torch.load(backbone_path, map_location="cpu", weights_only=True)
+        source = read_checkpoint(backbone_path, CheckpointFormat(name=f"LPIPS {net} backbone", origin=LPIPS_BACKBONES[net].url))
+        _check_plain_weights(source, str(backbone_path))
         target = model.net.state_dict()
         renamed = {}
         for key in target:

@@ -200,6 +200,9 @@ def read_checkpoint(path: PathLike, fmt: CheckpointFormat | None = None) -> Any:
             f"{path} is empty (0 bytes): the write or copy that made it was interrupted. Use another checkpoint "
             "of the run (an earlier best-*.ckpt or hpc_ckpt_*.ckpt), or copy the file again."
         )
+    with open(path, "rb") as f:
+        if not zipfile.is_zipfile(path) and f.read(1) != b"\x80":
+            raise _corrupt(path, fmt, ValueError("not a torch file"))
     if path.resolve() in _trusted():
         warnings.warn(
             f"{path}: fully unpickling a trusted checkpoint ({TRUSTED_CHECKPOINTS_ENV} / --trust_checkpoint); "
