@@ -15,8 +15,8 @@ class BoundaryLoss(LossTerm):
     Seams appear where generated and known content meet; this term weights exactly that band
     (found with Kornia morphology, see :func:`masks.morphology.boundary_band`). Per-sample value: the L1 summed over
     the band and the channels divided by the number of band pixels x channels (0 for a sample with
-    an empty band). Needs ctx keys ``x0_pred``, ``target``, ``mask``; usable by any LossTermHost
-    (C2F diffusion, HFGI). Logged as ``train/<prefix>boundary``.
+    an empty band). Needs ctx keys ``x0_pred``, ``target``, ``mask`` (the LCG and C2F modules provide
+    them; HFGI has no mask and refuses the callback). Logged as ``train/<prefix>boundary``.
 
     Args:
         weight: multiplier of this term in the total training loss.
@@ -24,6 +24,7 @@ class BoundaryLoss(LossTerm):
     """
 
     name = "boundary"
+    requires = frozenset({"x0_pred", "target", "mask"})
 
     def __init__(self, weight: float = 1.0, width: int = 3) -> None:
         super().__init__(weight)
@@ -31,10 +32,8 @@ class BoundaryLoss(LossTerm):
             raise ValueError(f"BoundaryLoss: width must be >= 1 pixel, got {width}")
         self.width = int(width)
 
-    def compute(self, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        """Per-sample boundary L1 (B,), or None when ctx lacks x0_pred / target / mask."""
-        if any(ctx.get(k) is None for k in ("x0_pred", "target", "mask")):
-            return None
+    def compute(self, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample boundary L1 (B,)."""
         x0, target, mask = ctx["x0_pred"], ctx["target"], ctx["mask"]
         band = boundary_band(mask.to(x0.dtype), self.width)
         err = ((x0 - target).abs() * band).sum(dim=(1, 2, 3))

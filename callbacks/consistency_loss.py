@@ -17,9 +17,10 @@ class UpsamplingConsistencyLoss(LossTerm):
     both with the same Gaussian (``kornia.filters.gaussian_blur2d``, sigma ``sigma`` px,
     reflect border) keeps only the frequencies the lower stage could represent; the per-sample
     loss is ``mean |blur(x0_pred) - blur(condition)|``: exactly 0 when the two agree and
-    growing with their disagreement. Returns None when ctx has no ``condition`` (stage 0, or a
-    module without one), so the term simply drops out there. ctx keys: ``x0_pred``,
-    ``condition`` (both (B, 3, H, W)). Logged as ``train/<prefix>consistency``.
+    growing with their disagreement. Needs a module whose training step has a lower-stage
+    ``condition`` (the C2F module; LCG and HFGI refuse the callback); at C2F stage 0, which has no
+    condition, the term drops out. ctx keys: ``x0_pred``, ``condition`` (both (B, 3, H, W)).
+    Logged as ``train/<prefix>consistency``.
 
     Args:
         weight: multiplier of this term in the total training loss.
@@ -28,6 +29,7 @@ class UpsamplingConsistencyLoss(LossTerm):
     """
 
     name = "consistency"
+    requires = frozenset({"x0_pred", "condition"})
 
     def __init__(self, weight: float = 1.0, sigma: float = 2.0) -> None:
         super().__init__(weight)
@@ -42,9 +44,9 @@ class UpsamplingConsistencyLoss(LossTerm):
         return kornia.filters.gaussian_blur2d(x, self.kernel_size, (self.sigma, self.sigma), border_type="reflect")
 
     def compute(self, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        """Per-sample consistency L1 (B,), or None without a ``condition`` in ctx."""
-        cond, x0 = ctx.get("condition"), ctx.get("x0_pred")
-        if cond is None or x0 is None:
+        """Per-sample consistency L1 (B,), or None at a stage without a lower-stage ``condition``."""
+        cond, x0 = ctx.get("condition"), ctx["x0_pred"]
+        if cond is None:
             return None
         if cond.shape != x0.shape:
             raise ValueError(

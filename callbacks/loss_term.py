@@ -18,6 +18,8 @@ class LossTerm(Callback):
 
     #: short name used in the logged metric (``train/<prefix><name>``); subclasses set it
     name: str = "term"
+    #: context keys the term reads; the host module must provide them (``LossTermHost.loss_term_inputs``)
+    requires: frozenset[str] = frozenset()
 
     def __init__(self, weight: float = 1.0) -> None:
         """
@@ -45,5 +47,5 @@ class LossTerm(Callback):
             unregister(self)
 
     def compute(self, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        """Per-sample loss of shape (B,), or None when ``ctx`` lacks what this term needs."""
+        """Per-sample loss of shape (B,), or None when it does not apply to this step (e.g. no condition at stage 0)."""
         raise NotImplementedError

@@ -103,6 +103,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
             :class:`optim.schedules.WarmupCosineLR`), stepped every optimizer step; None = constant.
     """
 
+    loss_term_inputs = frozenset({"x0_pred", "target", "mask", "condition", "stage"})
+
     def __init__(
         self,
         unets: list[UNetConfig],
@@ -257,6 +259,7 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         self.model.check_size(*batch["image"].shape[-2:], "training batch")
         stage = self._pick_stage()
         per_sample, terms = self.stage_losses(batch, stage, drop=True)
+        self.last_loss_terms = {f"s{stage}/{k}": v for k, v in terms.items()}  # named if the loss turns non-finite
         b = per_sample.shape[0]
         loss = per_sample.mean()
         for name, value in terms.items():

@@ -85,6 +85,8 @@ class HFGIModule(LossTermHost, LightningModule):
         optimizer: optimizer for E_c + ADA; None = ``optim.Ranger(lr=1e-4)`` (official).
     """
 
+    loss_term_inputs = frozenset({"x0_pred", "target"})
+
     def __init__(
         self,
         size: int = 1024,
@@ -210,8 +212,10 @@ class HFGIModule(LossTermHost, LightningModule):
             self.pipeline.randomize_noise = False
         loss = out["loss"].mean()
         extra = self.extra_loss_terms({"x0_pred": out["y_hat"], "target": x})
+        self.last_loss_terms = {k: v for k, v in out.items() if isinstance(v, torch.Tensor) and k in ("loss", "l2", "lpips", "align", "id")}
         for name, (weight, value) in extra.items():
             loss = loss + weight * value.mean()
+            self.last_loss_terms[name] = value
             self.log(f"train/{name}", value.mean())
         for term in ("l2", "lpips", "align", "id"):
             if term in out:

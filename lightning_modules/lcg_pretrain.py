@@ -65,6 +65,8 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         optimizer: optimizer factory (``OptimizerCallable``), e.g. AdamW with its lr.
     """
 
+    loss_term_inputs = frozenset({"x0_pred", "target", "mask"})
+
     def __init__(
         self,
         unet: InpaintingUNet,
@@ -134,6 +136,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         self._check(batch, "training batch")
         per_sample, terms = self._losses(batch, None, drop=True)
+        self.last_loss_terms = terms  # named in the error if the loss turns non-finite (callbacks.finite_loss_guard)
         b = per_sample.shape[0]
         loss = per_sample.mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=b)

@@ -100,15 +100,36 @@ def test_boundary_loss_band_and_values():
     assert torch.equal(term.compute({"x0_pred": far, "target": x, "mask": m}), torch.zeros(2))
     near = x + band  # error of 1 exactly on the band
     assert torch.allclose(term.compute({"x0_pred": near, "target": x, "mask": m}), torch.ones(2))
-    assert term.compute({"x0_pred": x, "target": x}) is None
     with pytest.raises(ValueError, match="width"):
         BoundaryLoss(width=0)
+
+
+def test_loss_terms_refuse_modules_that_lack_their_inputs():
+    """A loss-term callback on a module without its inputs is an error, never a silent no-op."""
+    from lightning_modules.c2f_diffusion import C2FDiffusionModule
+    from lightning_modules.hfgi import HFGIModule
+    from lightning_modules.lcg_pretrain import LCGPretrainModule
+    from lightning_modules.loss_term_host import LossTermHost
+
+    class Host(LossTermHost):
+        pass
+
+    for module_class, term, ok in ((HFGIModule, BoundaryLoss(), False), (HFGIModule, UpsamplingConsistencyLoss(), False),
+                                   (LCGPretrainModule, UpsamplingConsistencyLoss(), False), (LCGPretrainModule, BoundaryLoss(), True),
+                                   (C2FDiffusionModule, UpsamplingConsistencyLoss(), True)):
+        host = type("Host", (Host,), {"loss_term_inputs": module_class.loss_term_inputs})()
+        if ok:
+            host.register_loss_term(term)
+            assert host.loss_term_names == [term.name]
+        else:
+            with pytest.raises(ValueError, match=f"{type(term).__name__} needs .* remove the callback"):
+                host.register_loss_term(term)
 
 
 def test_consistency_loss_zero_when_agree_grows_with_disagreement():
     term = UpsamplingConsistencyLoss(sigma=1.0)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
-    assert term.compute({"x0_pred": x}) is None
+    assert term.compute({"x0_pred": x, "condition": None}) is None  # C2F stage 0 has no lower stage
     assert torch.equal(term.compute({"x0_pred": x, "condition": x.clone()}), torch.zeros(2))
     vals = [term.compute({"x0_pred": x + d, "condition": x})[0].item() for d in (0.05, 0.2, 0.5)]
     assert 0 < vals[0] < vals[1] < vals[2]
