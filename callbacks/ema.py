@@ -1,6 +1,6 @@
 """Exponential moving average of the module's weights, a thin layer over Lightning's ``WeightAveraging``.
 
-Lightning (>= 2.5) ships :class:`lightning.pytorch.callbacks.WeightAveraging`, which keeps an
+Lightning (>= 2.6) ships :class:`lightning.pytorch.callbacks.WeightAveraging`, which keeps an
 ``AveragedModel`` copy, swaps the averaged weights in for every validation epoch (so validation
 losses and the :class:`callbacks.image_logger.ImageLogger` samples use them), copies them into
 the module when fitting ends, and writes checkpoints whose ``state_dict`` holds the AVERAGED
