@@ -23,18 +23,18 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from diffusion.denoiser import InpaintingDenoiser, Prediction
-from diffusion.guidance import GuidanceMode, check_guidance
+from diffusion.guidance import GuidanceMode, check_guidance, guidance_contexts
 from diffusion.pyramid import degrade_condition, downsample_image, downsample_mask, stage_sizes
 from diffusion.schedules import ScheduleName
 from masks.types import Category
 from networks.c2f.category_embedding import EmbeddingConfig
-from networks.c2f.guidance_combiner import GuidanceCombiner
+from networks.c2f.guidance_combiner import GuidanceCombiner, PasteCombiner
 from networks.c2f.unet import UNetConfig
 from networks.checkpoints import (
     CheckpointFormat,
@@ -104,6 +104,10 @@ class C2FModel(nn.Module):
             (learned null tokens, ``x_null + s (x_c - x_null)``; needs ``embedding.null_embedding``).
         combiner_width: feature channels of each guidance combiner.
         combiner_depth: residual blocks of each guidance combiner.
+        combiner: ``"learned"`` (the guidance combiner) or ``"paste"`` (ablation: only paste the known
+            pixels over the upsampled lower stage).
+        lcg: use the latent category guidance; False (ablation) gives every sample the same (background)
+            token set, so guidance has nothing to contrast and the gains do nothing.
         schedule: noise schedule of every stage (``scaled_linear``, ``linear``, ``cosine``).
         num_train_timesteps: training timesteps ``T``.
         hole_weight: diffusion-loss weight of hole pixels.
@@ -121,6 +125,8 @@ class C2FModel(nn.Module):
         guidance: GuidanceMode = "fg_bg",
         combiner_width: int = 32,
         combiner_depth: int = 2,
+        combiner: Literal["learned", "paste"] = "learned",
+        lcg: bool = True,
         schedule: ScheduleName = "scaled_linear",
         num_train_timesteps: int = 1000,
         hole_weight: float = 1.0,
@@ -152,9 +158,16 @@ class C2FModel(nn.Module):
                                prediction, min_snr_gamma)
             for s, cfg in enumerate(self.unet_configs)
         )
-        self.combiners = nn.ModuleList(GuidanceCombiner(combiner_width, combiner_depth, token_dim=dim) for _ in range(n - 1))
+        if combiner not in ("learned", "paste"):
+            raise ValueError(f"C2FModel: combiner must be 'learned' or 'paste', got {combiner!r}")
+        self.combiners = nn.ModuleList(
+            GuidanceCombiner(combiner_width, combiner_depth, token_dim=dim) if combiner == "learned" else PasteCombiner()
+            for _ in range(n - 1)
+        )
+        self.lcg = bool(lcg)
         self._config = dict(
             resolutions=resolutions, guidance=guidance, combiner_width=combiner_width, combiner_depth=combiner_depth,
+            combiner=combiner, lcg=self.lcg,
             schedule=schedule, num_train_timesteps=num_train_timesteps, hole_weight=hole_weight, known_weight=known_weight,
             prediction=prediction, min_snr_gamma=min_snr_gamma,
         )
@@ -199,6 +212,17 @@ class C2FModel(nn.Module):
             raise ValueError(f"{where}: DDIM steps must be >= 1 per stage, got {list(steps)}")
 
     # ------------------------------------------------------------------ conditioning
+    def category_tokens(self, category: torch.Tensor) -> torch.Tensor:
+        """LCG tokens ``(B, n, dim)`` of each sample's category (all background without LCG)."""
+        return self.embedding.tokens(category if self.lcg else torch.full_like(category, int(Category.BACKGROUND)))
+
+    def guidance_tokens(self, category: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditional and unconditional token sets for classifier-free guidance (identical without LCG)."""
+        if not self.lcg:
+            tokens = self.category_tokens(category)
+            return tokens, tokens
+        return guidance_contexts(self.embedding, category, self.guidance)
+
     def condition(
         self, stage: int, previous: torch.Tensor, masked_image: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor
     ) -> torch.Tensor:
@@ -229,7 +253,7 @@ class C2FModel(nn.Module):
         sizes = stage_sizes(image.shape[-2:], self.resolutions)
         target = downsample_image(image, sizes[stage])
         m = downsample_mask(mask, sizes[stage])
-        tokens = self.embedding.tokens(category)
+        tokens = self.category_tokens(category)
         raw = cond = None
         if stage > 0:
             lo = sizes[stage - 1]

@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 import torch
 
 from diffusion.c2f import C2FModel, category_ids
-from diffusion.guidance import guidance_contexts
 from diffusion.pyramid import crop_to, downsample_image, downsample_mask, pad_to_multiple, stage_sizes, upsample
 from diffusion.sampling import paste_known, sample_ddim
 
@@ -80,8 +79,8 @@ def sample_c2f(
     padded, size = pad_to_multiple(image.to(dtype), model.size_multiple)
     pmask, _ = pad_to_multiple(hole_full.to(dtype), model.size_multiple)
     sizes = stage_sizes(padded.shape[-2:], model.resolutions)
-    tokens = model.embedding.tokens(category)
-    context, uncond_context = guidance_contexts(model.embedding, category, model.guidance)
+    tokens = model.category_tokens(category)
+    context, uncond_context = model.guidance_tokens(category)
     outputs: list[torch.Tensor] = []
     previous = None
     for s, denoiser in enumerate(model.stages):

@@ -1,7 +1,10 @@
 """Classifier-free guidance for LCG: the two supported modes and the combination rule.
 
-- ``"fg_bg"`` (PixelHacker): no null token; the conditional pass reads the foreground tokens,
-  the "unconditional" one the background tokens: ``eps = eps_bg + s * (eps_fg - eps_bg)``.
+- ``"fg_bg"`` (PixelHacker's contrast, category-aware): no null token; the conditional pass reads
+  the tokens of the requested category ``c``, the "unconditional" one those of the other category
+  ``c'``: ``x = x_c' + s * (x_c - x_c')``. A foreground fill is exactly PixelHacker's
+  ``eps_bg + s * (eps_fg - eps_bg)``; a background fill (object / ripple removal) is pushed away from
+  foreground content instead of towards it.
 - ``"learned_null"``: a learned null token set trained by condition dropout;
   ``eps = eps_null + s * (eps_c - eps_null)`` with ``c`` the sample's own category.
 """
@@ -30,15 +33,15 @@ def guidance_contexts(
 
     Args:
         embedding: the LCG embedding.
-        category: ``(B,)`` category ids of the samples (used by ``"learned_null"``; ``"fg_bg"`` always
-            contrasts foreground against background, as PixelHacker does).
-        mode: ``"fg_bg"`` or ``"learned_null"``.
+        category: ``(B,)`` category ids of the samples (0 foreground, 1 background).
+        mode: ``"fg_bg"`` (the sample's category against the other one) or ``"learned_null"`` (the
+            sample's category against the null tokens).
     """
-    b = category.shape[0]
     if mode == "fg_bg":
-        return embedding.foreground(b), embedding.background(b)
+        category = category.long()
+        return embedding.tokens(category), embedding.tokens(1 - category)
     if mode == "learned_null":
-        return embedding.tokens(category), embedding.null(b)
+        return embedding.tokens(category), embedding.null(category.shape[0])
     hint = " (the learned-null mode is named 'learned_null': a bare null is YAML's None)" if mode in (None, "null") else ""
     raise ValueError(f"unknown guidance mode {mode!r}; choose 'fg_bg' (PixelHacker) or 'learned_null'{hint}")
 

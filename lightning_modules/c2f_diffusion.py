@@ -77,6 +77,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         condition_noise_std: (min, max) std of the noise of that degradation.
         combiner_width: feature channels of each guidance combiner.
         combiner_depth: residual blocks of each guidance combiner.
+        combiner: ``"learned"`` guidance combiner, or ``"paste"`` (ablation: known pixels pasted, no correction).
+        lcg: use latent category guidance (False: ablation with one shared token set).
         schedule: noise schedule of every stage (``scaled_linear``, ``linear``, ``cosine``).
         num_train_timesteps: training timesteps ``T``.
         hole_weight: diffusion-loss weight of hole pixels.
@@ -121,6 +123,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         condition_noise_std: list[float] = [0.0, 0.05],
         combiner_width: int = 32,
         combiner_depth: int = 2,
+        combiner: Literal["learned", "paste"] = "learned",
+        lcg: bool = True,
         schedule: ScheduleName = "scaled_linear",
         num_train_timesteps: int = 1000,
         hole_weight: float = 1.0,
@@ -163,8 +167,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
             if len(rng) != 2 or not 0 <= rng[0] <= rng[1]:
                 raise ValueError(f"C2FDiffusionModule: {name} must be [min, max] with 0 <= min <= max, got {list(rng)}")
         self.model = C2FModel(
-            unets, embedding, resolutions, guidance, combiner_width, combiner_depth, schedule, num_train_timesteps,
-            hole_weight, known_weight, prediction, min_snr_gamma,
+            unets, embedding, resolutions, guidance, combiner_width, combiner_depth, combiner, lcg, schedule,
+            num_train_timesteps, hole_weight, known_weight, prediction, min_snr_gamma,
             sampling=C2FSampling(list(sampling_steps), list(guidance_gains), sample_eta, cfg_batched),
         )
         if val_sampling_steps is not None:

@@ -294,3 +294,28 @@ def test_learned_null_guidance_drops_conditions_and_samples():
     assert torch.equal(out[keep], batch["image"][keep])
     with pytest.raises(ValueError, match="cond_drop_prob=0.2 has no effect with guidance='fg_bg'"):
         make_module(n=2, cond_drop_prob=0.2)
+
+
+def test_ablation_options_paste_combiner_and_no_lcg():
+    """The ablation switches do what they say: no combiner parameters, one token set for every category."""
+    torch.manual_seed(0)
+    m = make_module(n=2, combiner="paste", lcg=False).eval()
+    assert sum(p.numel() for p in m.model.combiners.parameters()) == 0
+    batch = make_batch(2, size=32)
+    inp = m.model.stage_inputs(batch["image"], batch["mask"], batch["category"], 1, (0.0, 1.0), (0.0, 0.05),
+                               torch.Generator().manual_seed(0))
+    expected = torch.where(inp["mask"] > 0.5, inp["raw_condition"], inp["target"] * (1 - inp["mask"]))
+    assert torch.equal(inp["condition"], expected)
+    fg, bg = (m.inpaint(batch["image"], batch["mask"], category=c, generator=torch.Generator().manual_seed(1))
+              for c in ("foreground", "background"))
+    assert torch.equal(fg, bg)  # without LCG the category changes nothing
+    with_lcg = make_module(n=2).eval()
+    with torch.no_grad():  # zero-initialised output layers would hide the tokens' effect
+        for p in with_lcg.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(0, 0.05)
+    fg, bg = (with_lcg.inpaint(batch["image"], batch["mask"], category=c, generator=torch.Generator().manual_seed(1))
+              for c in ("foreground", "background"))
+    assert not torch.equal(fg, bg)
+    with pytest.raises(ValueError, match="combiner must be 'learned' or 'paste'"):
+        make_module(n=2, combiner="none")

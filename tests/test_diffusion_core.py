@@ -255,9 +255,10 @@ def test_cfg_batched_equals_two_passes_and_gain_one_is_conditional():
             g_two = den.forward_with_cond_scale(image, t, masked, mask, c, u, 4.5, batched=False)
             torch.testing.assert_close(g_batched, g_two, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(g_two, cfg_combine(eps_c, eps_u, 4.5))
+    # fg_bg contrasts the requested category with the other one: PixelHacker's form for a foreground fill
     c, u = guidance_contexts(emb, torch.tensor([0, 1]), "fg_bg")
-    torch.testing.assert_close(c, emb.foreground(2))
-    torch.testing.assert_close(u, emb.background(2))
+    torch.testing.assert_close(c, torch.stack([emb.foreground(1)[0], emb.background(1)[0]]))
+    torch.testing.assert_close(u, torch.stack([emb.background(1)[0], emb.foreground(1)[0]]))
 
 
 # ----------------------------------------------------------------------------- sampler

@@ -105,3 +105,14 @@ class GuidanceCombiner(nn.Module):
             f = block(f, cond)
         residual = self.out(torch.nn.functional.silu(self.out_norm(f)))
         return torch.where(mask > 0.5, prev + residual, known)
+
+
+class PasteCombiner(nn.Module):
+    """The ablation of :class:`GuidanceCombiner`: no learned correction, only the known pixels pasted over the
+    upsampled previous output (``where(mask, prev, masked_image)``). Same call signature, no parameters."""
+
+    def forward(
+        self, prev: torch.Tensor, masked_image: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return ``prev`` in the hole and ``masked_image`` outside it."""
+        return torch.where(mask > 0.5, prev, masked_image)
