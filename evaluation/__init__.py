@@ -1,1 +1,2 @@
-"""Evaluation of inpainters: offline metric weights, FID/LPIPS/PSNR/SSIM metrics, report writers."""
+"""Evaluation of inpainters and ripple removal: offline metric weights, FID/LPIPS/PSNR/SSIM metrics, per-image
+rows (gathered over ranks, CSV / JSON), report writers, grids and tables for W&B / TensorBoard."""

@@ -1,7 +1,9 @@
 """Feature extractors for FID, as modules torchmetrics' ``FrechetInceptionDistance(feature=...)`` accepts.
 
-Both take ``uint8`` images ``(N, 3, H, W)`` (8-bit RGB, what FID is defined on) and return
-``(N, num_features)`` float features; both have an ``int`` ``num_features`` attribute.
+Every extractor subclasses :class:`FeatureExtractor`: it takes ``uint8`` images ``(N, 3, H, W)``
+(8-bit RGB, what FID is defined on), returns ``(N, num_features)`` float features, has an ``int``
+``num_features`` attribute and always stays in eval mode. The evaluators type their
+``fid_features`` option with this base, so ``--model.help`` lists exactly these classes.
 
 - :class:`InceptionFeatures`: the standard FID network (torch-fidelity's InceptionV3 port of
   the TF FID graph), weights read offline via :mod:`evaluation.weights`.
@@ -11,7 +13,6 @@ Both take ``uint8`` images ``(N, 3, H, W)`` (8-bit RGB, what FID is defined on) 
 """
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +20,24 @@ from torch import nn
 
 from evaluation.weights import inception_feature_extractor
 
-__all__ = ["InceptionFeatures", "RandomConvFeatures"]
+__all__ = ["FeatureExtractor", "InceptionFeatures", "RandomConvFeatures"]
 
 
-class InceptionFeatures(nn.Module):
+class FeatureExtractor(nn.Module):
+    """Base of FID feature extractors: uint8 ``(N,3,H,W)`` -> ``(N, num_features)`` features, always in eval mode."""
+
+    num_features: int
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        """Always stays in eval mode (a metric network)."""
+        return super().train(False)
+
+    def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """``(N,3,H,W)`` uint8 -> ``(N, num_features)`` features."""
+        raise NotImplementedError
+
+
+class InceptionFeatures(FeatureExtractor):
     """Standard FID InceptionV3 features, loaded from a local weights file (never downloaded).
 
     Args:
@@ -36,16 +51,12 @@ class InceptionFeatures(nn.Module):
         self.net = inception_feature_extractor(feature, weights_dir)
         self.num_features = int(feature)
 
-    def train(self, mode: bool = True) -> "InceptionFeatures":
-        """Always stays in eval mode (a metric network)."""
-        return super().train(False)
-
     def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """``(N,3,H,W)`` uint8 -> ``(N, num_features)`` features (resized to 299 inside)."""
         return self.net(images_uint8)
 
 
-class RandomConvFeatures(nn.Module):
+class RandomConvFeatures(FeatureExtractor):
     """A small, deterministic, randomly initialised conv feature extractor for FID in tests / CI.
 
     Images are resized to ``input_size``, mapped to [-1, 1] and passed through three stride-2
@@ -81,10 +92,6 @@ class RandomConvFeatures(nn.Module):
                 conv.bias.zero_()
         self.requires_grad_(False)
         self.eval()
-
-    def train(self, mode: bool = True) -> "RandomConvFeatures":
-        """Always stays in eval mode (a metric network)."""
-        return super().train(False)
 
     def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """``(N,3,H,W)`` uint8 -> ``(N, num_features)`` float32 features."""

@@ -14,12 +14,12 @@ which prints a Markdown table with the seed paper's reference rows (:data:`PAPER
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from evaluation.rows import json_safe, write_csv, write_json
 
 __all__ = [
     "PAPER_BENCHMARKS",
@@ -55,13 +55,6 @@ def paper_reference(benchmark: str | None) -> dict[str, dict[str, float]]:
     if benchmark is None or benchmark not in PAPER_BENCHMARKS:
         return {}
     return {m: {"fid": row[benchmark][0], "lpips": row[benchmark][1]} for m, row in PAPER_TABLE.items()}
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no inf/nan: write them as None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_report(
@@ -102,32 +95,18 @@ def write_report(
         "benchmark": benchmark,
         "mask_protocol": mask_protocol,
         "num_images": int(num_images),
-        "figures": {k: _finite(float(figures[k])) for k in FIGURE_NAMES},
+        "figures": {k: json_safe(float(figures[k])) for k in FIGURE_NAMES},
         "comparable_to_paper": bool(comparable_to_paper),
         "settings": dict(settings or {}),
         "reference": paper_reference(benchmark),
     }
     paths = {"json": out / "report.json", "csv": out / "report.csv"}
-    paths["json"].write_text(json.dumps(report, indent=2, sort_keys=False, default=str) + "\n")
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerow({**{k: report[k] for k in ("name", "benchmark", "mask_protocol", "num_images")},
-                         **{k: _fmt(report["figures"][k]) for k in FIGURE_NAMES}})
+    write_json(paths["json"], report)
+    write_csv(paths["csv"], [{**{k: report[k] for k in ("name", "benchmark", "mask_protocol", "num_images")},
+                              **report["figures"]}], SUMMARY_COLUMNS)
     if per_image:
-        paths["per_image"] = out / "per_image.csv"
-        with paths["per_image"].open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in per_image:
-                writer.writerow({k: _fmt(row.get(k)) for k in PER_IMAGE_COLUMNS})
+        paths["per_image"] = write_csv(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
     return paths
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else value
 
 
 def read_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -179,14 +158,7 @@ _COMPARISON_COLUMNS = ("name", "source", "benchmark", "mask_protocol", "num_imag
 
 def write_comparison_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """Write :func:`comparison_rows` output as CSV."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_COMPARISON_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in _COMPARISON_COLUMNS})
-    return path
+    return write_csv(path, rows, _COMPARISON_COLUMNS)
 
 
 def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
