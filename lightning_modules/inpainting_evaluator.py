@@ -6,9 +6,10 @@
 :meth:`InpaintingEvaluator.on_load_checkpoint` before testing, which uses it in one of two ways:
 
 - ``model.init_args.inpainter: null`` (the ``configs/eval/*`` default): the inpainter is built from
-  the file, ``ckpt_inpainter_class(checkpoint=<ckpt_path>, **ckpt_inpainter_args)`` -- by default
-  ``inpainters.c2f.C2FInpainter``, which rebuilds the C2F model from the hyper-parameters stored in
-  its training checkpoint.
+  the file by ``ckpt_inpainter(<ckpt_path>)`` -- an ``Inpainter`` class (``class_path``) whose first
+  argument is the checkpoint, with its other arguments in ``init_args`` (type-checked by the CLI);
+  by default ``inpainters.c2f.C2FInpainter``, which rebuilds the C2F model from the
+  hyper-parameters stored in its training checkpoint.
 - an inpainter configured in ``model.init_args.inpainter``: its weights are taken out of the
   checkpoint's ``state_dict`` (:func:`evaluation.inpainter_checkpoint.inpainter_state_from_checkpoint`:
   a training module's checkpoint, a previous evaluator's, or an official Lightning one).
@@ -18,32 +19,32 @@ The evaluator's own metric networks are never read from the checkpoint. Inpainte
 can also load their weights themselves; then leave ``--ckpt_path`` out.
 
 Outputs (rank 0), in ``report_dir`` (default ``<run directory>/eval``): ``report.json``,
-``report.csv``, ``per_image.csv`` (:mod:`evaluation.report`) and ``samples_XX.png`` grids
-(rows of masked input | inpainted | original). Logged: ``test/fid``, ``test/lpips``,
-``test/psnr``, ``test/ssim``, ``test/num_images``.
+``report.csv``, ``per_image.csv`` (:mod:`evaluation.report`) and ``samples_XX.png`` labelled grids
+(masked input | inpainted | original, one row per image). Logged: ``test/fid``, ``test/lpips``,
+``test/psnr``, ``test/ssim``, ``test/num_images``; the grids (``test/samples_XX``) and the per-image
+table (``test/per_image``) also go to every W&B / TensorBoard logger (:mod:`evaluation.log_media`).
 """
 from __future__ import annotations
 
-import hashlib
-import importlib
 import math
-from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import LightningModule
-from torch import nn
-from torchvision.utils import make_grid, save_image
 
 from callbacks.run_directory import run_directory
-from evaluation.feature_extractors import InceptionFeatures
+from evaluation.feature_extractors import FeatureExtractor, InceptionFeatures
+from evaluation.grids import masked_view
 from evaluation.inpainter_checkpoint import inpainter_state_from_checkpoint
+from evaluation.log_media import log_table, save_grid
 from evaluation.metrics import InpaintingMetrics
-from evaluation.report import PAPER_BENCHMARKS, write_report
+from evaluation.report import PAPER_BENCHMARKS, PER_IMAGE_COLUMNS, write_report
+from evaluation.rows import check_unique, gather_rows
 from evaluation.weights import build_lpips
-from inpainters.base import Inpainter
+from inpainters.base import Inpainter, composite_known
+from inpainters.c2f import C2FInpainter
+from masks.random import key_seed
 
 __all__ = ["InpaintingEvaluator"]
 
@@ -60,11 +61,11 @@ class InpaintingEvaluator(LightningModule):
     Args:
         inpainter: the inpainter to evaluate (an ``inpainters.base.Inpainter``: ``forward(image, mask) -> image``,
             e.g. ``inpainters.lama.LamaInpainter`` or ``inpainters.c2f.C2FInpainter``). ``None``:
-            built from ``--ckpt_path`` with ``ckpt_inpainter_class``.
-        ckpt_inpainter_class: import path of the inpainter class built from ``--ckpt_path`` when
-            ``inpainter`` is None; it must accept ``checkpoint=<path>``.
-        ckpt_inpainter_args: further init arguments of that class (e.g. C2F ``steps``, ``gains``,
-            ``category``, ``seed``).
+            built from ``--ckpt_path`` with ``ckpt_inpainter``.
+        ckpt_inpainter: builds the inpainter from ``--ckpt_path`` when ``inpainter`` is None: an
+            ``Inpainter`` class whose first argument is the checkpoint path (``class_path``), its other
+            arguments in ``init_args`` (e.g. C2F ``steps``, ``gains``, ``category``, ``seed``);
+            ``None`` = ``inpainters.c2f.C2FInpainter`` with its defaults.
         name: label of the inpainter in the report (default: its class name).
         benchmark: which column of the seed paper's table this protocol reproduces
             (``places2_mat_large``, ``places2_mat_small``, ``celebahq``) so the report carries the
@@ -80,7 +81,7 @@ class InpaintingEvaluator(LightningModule):
         checkpoint_prefix: prefix of the inpainter's keys in ``--ckpt_path``'s ``state_dict``;
             ``None`` finds it (see ``evaluation/inpainter_checkpoint.py``).
         num_grid_images: how many images (from rank 0's first batches) go into sample grids.
-        grid_rows_per_file: images per grid PNG.
+        grid_rows_per_file: images (grid rows) per grid PNG.
         report_dir: where the report is written; ``None`` = ``<run directory>/eval``.
         seed: base seed of the inpainter's randomness; each batch is seeded from it and the batch's
             sample keys, so a diffusion inpainter draws the same noise for the same batch every run.
@@ -89,11 +90,10 @@ class InpaintingEvaluator(LightningModule):
     def __init__(
         self,
         inpainter: Inpainter | None = None,
-        ckpt_inpainter_class: str = "inpainters.c2f.C2FInpainter",
-        ckpt_inpainter_args: dict[str, Any] | None = None,
+        ckpt_inpainter: Callable[[str], Inpainter] | None = None,
         name: str | None = None,
         benchmark: str | None = None,
-        fid_features: nn.Module | None = None,
+        fid_features: FeatureExtractor | None = None,
         lpips_net: str = "alex",
         lpips_pretrained_backbone: bool = True,
         weights_dir: str | None = None,
@@ -112,8 +112,7 @@ class InpaintingEvaluator(LightningModule):
         if num_grid_images < 0 or grid_rows_per_file < 1:
             raise ValueError("InpaintingEvaluator: num_grid_images must be >= 0 and grid_rows_per_file >= 1")
         self.inpainter = inpainter
-        self.ckpt_inpainter_class = ckpt_inpainter_class
-        self.ckpt_inpainter_args = dict(ckpt_inpainter_args or {})
+        self.ckpt_inpainter = ckpt_inpainter if ckpt_inpainter is not None else C2FInpainter
         self._name = name
         self.benchmark = benchmark
         if fid_features is None:
@@ -134,7 +133,7 @@ class InpaintingEvaluator(LightningModule):
         self.report_dir = report_dir
         self.seed = seed
         self._rows: list[dict[str, Any]] = []
-        self._grid_images: list[torch.Tensor] = []
+        self._grid_images: list[tuple[str, list[torch.Tensor]]] = []
 
     @property
     def name(self) -> str:
@@ -161,22 +160,19 @@ class InpaintingEvaluator(LightningModule):
             checkpoint["state_dict"] = full
         self.settings["checkpoint"] = source
 
-    def _build_inpainter_from(self, path: str) -> nn.Module:
-        module_name, _, class_name = self.ckpt_inpainter_class.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError, ValueError) as err:
-            raise ValueError(
-                f"InpaintingEvaluator: ckpt_inpainter_class={self.ckpt_inpainter_class!r} cannot be imported ({err}); "
-                "give a 'package.module.Class' path such as 'inpainters.c2f.C2FInpainter'"
-            ) from err
-        return cls(checkpoint=path, **self.ckpt_inpainter_args)
+    def _build_inpainter_from(self, path: str) -> Inpainter:
+        inpainter = self.ckpt_inpainter(path)
+        if not isinstance(inpainter, Inpainter):
+            raise TypeError(f"InpaintingEvaluator: ckpt_inpainter built a {type(inpainter).__name__}, not an "
+                            "inpainters.base.Inpainter; give an Inpainter class whose first argument is the checkpoint")
+        return inpainter
 
-    def _require_inpainter(self) -> nn.Module:
+    def _require_inpainter(self) -> Inpainter:
         if self.inpainter is None:
+            builder = getattr(self.ckpt_inpainter, "func", self.ckpt_inpainter)
             raise ValueError(
                 "InpaintingEvaluator has no inpainter: pass the inpainter's checkpoint with --ckpt_path "
-                f"(built as {self.ckpt_inpainter_class}) or configure model.init_args.inpainter"
+                f"(built with {getattr(builder, '__qualname__', builder)}) or configure model.init_args.inpainter"
             )
         return self.inpainter
 
@@ -187,8 +183,7 @@ class InpaintingEvaluator(LightningModule):
         self._require_inpainter().eval()
 
     def _batch_seed(self, keys: list[str]) -> int:
-        digest = hashlib.blake2b(f"{self.seed}|{'|'.join(keys)}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") >> 1
+        return key_seed("|".join(keys), self.seed)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         image, mask, keys = batch["image"], batch["mask"], list(batch["key"])
@@ -200,7 +195,7 @@ class InpaintingEvaluator(LightningModule):
                 f"{self.name} returned shape {tuple(out.shape)} for input {tuple(image.shape)}; "
                 "an inpainter must return an image of the input's shape"
             )
-        out = torch.where(hole > 0.5, out.float().clamp(-1, 1), image.float())
+        out = composite_known(out.float().clamp(-1, 1), image.float(), hole)  # known pixels exact, whatever the inpainter did
         per_image = self.metrics.update(out, image.float())
         columns = {"hole_ratio": hole.flatten(1).mean(1).tolist(), **{k: v.tolist() for k, v in per_image.items()}}
         for i, key in enumerate(keys):
@@ -208,26 +203,19 @@ class InpaintingEvaluator(LightningModule):
         if self.global_rank == 0 and len(self._grid_images) < self.num_grid_images:
             take = min(self.num_grid_images - len(self._grid_images), image.shape[0])
             for i in range(take):
-                masked = image[i] * (1 - hole[i])
-                self._grid_images.append(torch.stack([masked, out[i], image[i]]).float().cpu())
+                images = [masked_view(image[i], hole[i]), out[i], image[i]]
+                self._grid_images.append((keys[i], [t.float().cpu() for t in images]))
 
     def on_test_epoch_end(self) -> None:
         figures = self.metrics.compute()
-        rows = self._gather_rows()
+        rows = gather_rows(self._rows)
         num_images = len(rows)
         for key, value in figures.items():
             self.log(f"test/{key}", value, sync_dist=True)  # already global: identical on every rank
         self.log("test/num_images", float(num_images), sync_dist=True)
+        check_unique(rows, ("key",), "InpaintingEvaluator")  # every rank holds all rows: all raise together
         if self.global_rank != 0:
             return
-        counts = Counter(r["key"] for r in rows)
-        if len(counts) != len(rows):
-            dup = sorted(k for k, n in counts.items() if n > 1)[:5]
-            raise RuntimeError(
-                f"samples evaluated more than once (e.g. {dup}): the test dataloader repeats samples across ranks. "
-                "Use datamodules.eval_data.EvalDataModule (disjoint per-rank slices) or set "
-                "trainer.use_distributed_sampler=false with a rank-aware dataset."
-            )
         out_dir = self._report_dir()
         settings = {
             "inpainter": type(self.inpainter).__name__,
@@ -239,6 +227,7 @@ class InpaintingEvaluator(LightningModule):
         if callable(describe):
             settings["data"] = describe()
         mask_protocol = settings.get("data", {}).get("masks") if isinstance(settings.get("data"), dict) else None
+        per_image = sorted(rows, key=lambda r: r["key"])
         write_report(
             out_dir,
             name=self.name,
@@ -248,18 +237,12 @@ class InpaintingEvaluator(LightningModule):
             mask_protocol=mask_protocol,
             settings=settings,
             comparable_to_paper=self.comparable_to_paper,
-            per_image=sorted(rows, key=lambda r: r["key"]),
+            per_image=per_image,
         )
+        log_table(self.loggers, "test/per_image", PER_IMAGE_COLUMNS, per_image, step=self.global_step)
         self._write_grids(out_dir)
 
     # ----------------------------------------------------------------- helpers
-    def _gather_rows(self) -> list[dict[str, Any]]:
-        if self.trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            gathered: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
-            dist.all_gather_object(gathered, self._rows)
-            return [row for part in gathered for row in part]
-        return list(self._rows)
-
     def setup(self, stage: str) -> None:
         # Resolving the run directory is a collective call under DDP: do it here, on every rank,
         # not in the rank-0-only report writer.
@@ -273,10 +256,9 @@ class InpaintingEvaluator(LightningModule):
     def _write_grids(self, out_dir: Path) -> None:
         per_file = self.grid_rows_per_file
         for index in range(math.ceil(len(self._grid_images) / per_file)):
-            triplets = self._grid_images[index * per_file:(index + 1) * per_file]
-            tiles = torch.cat(triplets)  # (3 * n, 3, H, W): masked | inpainted | original per row
-            grid = make_grid((tiles.clamp(-1, 1) + 1) / 2, nrow=3, padding=2, pad_value=1.0)
-            save_image(grid, out_dir / f"samples_{index:02d}.png")
+            rows = self._grid_images[index * per_file:(index + 1) * per_file]
+            save_grid(out_dir / f"samples_{index:02d}.png", rows, ["masked input", "inpainted", "original"],
+                      loggers=self.loggers, key=f"test/samples_{index:02d}", step=self.global_step)
 
     def configure_optimizers(self) -> None:
         """Evaluation only: nothing is trained."""

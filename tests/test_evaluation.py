@@ -1,6 +1,7 @@
 """Evaluation: offline metric weights, metric behaviour, the seeded eval set, checkpoint mapping, reports, CLI."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -250,6 +251,25 @@ def test_evaluator_refuses_duplicated_samples(synthetic_shards, tmp_path):
         trainer.test(_evaluator(report_dir=str(tmp_path)), dataloaders=loader)
 
 
+# ------------------------------------------------------------------ rows (shared by both evaluators)
+def test_rows_helpers_check_format_and_write(tmp_path):
+    from evaluation.rows import check_unique, gather_rows, json_safe, markdown_table, write_csv, write_json
+
+    rows = [{"key": "b", "degree": 1.0, "v": float("nan")}, {"key": "a", "degree": 1.0, "v": 0.123456789},
+            {"key": "a", "degree": 3.0, "v": None}]
+    assert gather_rows(rows) == rows and gather_rows(rows) is not rows  # no DDP: a copy
+    check_unique(rows, ("key", "degree"))
+    with pytest.raises(RuntimeError, match=r"RippleX: samples evaluated more than once \(by key, e.g. \['a'\]\)"):
+        check_unique(rows, ("key",), "RippleX")
+    path = write_csv(tmp_path / "sub" / "rows.csv", rows, ("key", "degree", "v", "missing"))
+    assert path.read_text().splitlines() == ["key,degree,v,missing", "b,1,nan,", "a,1,0.123457,", "a,3,,"]
+    assert json_safe({"x": (float("inf"), 1.5), "y": [float("nan")]}) == {"x": [None, 1.5], "y": [None]}
+    assert json.loads(write_json(tmp_path / "r.json", {"v": float("nan")}).read_text()) == {"v": None}
+    table = markdown_table(rows, ("key", "v"), max_rows=2)
+    assert table.splitlines()[:4] == ["| key | v |", "|---|---|", "| b | nan |", "| a | 0.1235 |"]
+    assert table.endswith("(1 more rows in the CSV file)")
+
+
 # ------------------------------------------------------------------ reports
 def test_report_files_and_comparison(tmp_path, capsys):
     a = write_report(tmp_path / "a", name="C2F", figures={"fid": 3.0, "lpips": 0.2, "psnr": 20.0, "ssim": 0.8},
@@ -294,13 +314,13 @@ def test_evaluator_builds_c2f_inpainter_from_ckpt_path(synthetic_shards, tmp_pat
     from inpainters.c2f import C2FInpainter
 
     ckpt = _tiny_c2f_checkpoint(tmp_path / "c2f.ckpt", seed=1)
-    model = InpaintingEvaluator(None, ckpt_inpainter_args={"steps": [2, 1]}, name="c2f-tiny",
+    model = InpaintingEvaluator(None, ckpt_inpainter=functools.partial(C2FInpainter, steps=[2, 1]), name="c2f-tiny",
                                 fid_features=RandomConvFeatures(16, input_size=32), lpips_pretrained_backbone=False,
                                 report_dir=str(tmp_path / "report"))
     dm = EvalDataModule(shards=synthetic_shards.test, resolution=32, masks="mat_large", num_images=4, batch_size=2, num_workers=0)
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(model, datamodule=dm, ckpt_path=str(ckpt))
-    assert isinstance(model.inpainter, C2FInpainter)
+    assert isinstance(model.inpainter, C2FInpainter) and model.inpainter.steps == [2, 1]
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     for k, v in model.inpainter.model.state_dict().items():
         assert torch.equal(v, saved[f"model.{k}"]), k
@@ -329,6 +349,23 @@ def test_full_size_eval_configs_parse(configs):
     assert cfg.model.class_path.endswith("InpaintingEvaluator") and cfg.data.class_path.endswith("EvalDataModule")
     assert cfg.model.init_args.benchmark in ("places2_mat_large", "places2_mat_small", "celebahq")
     assert cfg.model.init_args.lpips_pretrained_backbone and cfg.model.init_args.fid_features is None
+    assert cfg.model.init_args.ckpt_inpainter.class_path == "inpainters.c2f.C2FInpainter"
+    assert cfg.model.init_args.ckpt_inpainter.init_args.steps == [60, 40, 30]
+
+
+def test_ckpt_inpainter_is_type_checked_by_the_cli():
+    """The inpainter built from --ckpt_path is a typed class_path: a wrong class or argument stops the parse."""
+    from main import ConfigError, parse_config
+
+    base = ["test", "--config", str(REPO / "configs/eval/places2_mat_large.yaml"), "--ckpt_path", "x.ckpt"]
+    with pytest.raises(ConfigError, match="stepz"):
+        parse_config([*base, "--model.init_args.ckpt_inpainter.init_args.stepz=[1]"])
+    with pytest.raises(ConfigError, match="ckpt_inpainter"):
+        parse_config([*base, "--model.init_args.ckpt_inpainter=torch.nn.Linear"])
+    with pytest.raises(ConfigError, match="ckpt_inpainter"):
+        parse_config([*base, "--model.init_args.ckpt_inpainter.init_args.steps=many"])
+    cfg = parse_config([*base, "--model.init_args.ckpt_inpainter=inpainters.lama.LamaInpainter"]).test
+    assert cfg.model.init_args.ckpt_inpainter.class_path == "inpainters.lama.LamaInpainter"
 
 
 @pytest.mark.slow
