@@ -56,7 +56,7 @@ class RippleRemover(nn.Module):
     says why).
 
     Args:
-        parser: human parser (:class:`ripple.parsers.HumanParser`).
+        parser: human parser (:class:`ripple.parsers.HumanParser`); may be set later (``None`` until then).
         inpainter: background inpainter (:class:`inpainters.base.Inpainter`).
         open_kernel: odd kernel of the opening that drops specks (0 = off).
         dilate_kernel: odd kernel of the dilation that covers the ghost's halo (0 = off).
@@ -64,7 +64,7 @@ class RippleRemover(nn.Module):
         seam_sigma: Gaussian feather of the seam in pixels (0 = hard seam).
     """
 
-    def __init__(self, parser: HumanParser, inpainter: Inpainter, open_kernel: int = 3, dilate_kernel: int = 7,
+    def __init__(self, parser: HumanParser | None, inpainter: Inpainter, open_kernel: int = 3, dilate_kernel: int = 7,
                  seam_grow: int = 1, seam_sigma: float = 1.5) -> None:
         super().__init__()
         for name, k in (("open_kernel", open_kernel), ("dilate_kernel", dilate_kernel)):
@@ -98,6 +98,9 @@ class RippleRemover(nn.Module):
                 f"RippleRemover: original {tuple(original.shape)} and edited {tuple(edited.shape)} images must be "
                 "(B,3,H,W) of the same size; resize the originals to the generator's output size (e.g. set the "
                 "data resolution to the HFGI generator size)")
+        if self.parser is None:
+            raise RuntimeError("RippleRemover has no parser: give one (ripple.parsers.GraphonomyParser / MaskFolderParser) "
+                               "before cleaning")
         p_orig = self.parser.parse(original, keys_original)
         p_edit = self.parser.parse(edited, keys_edit)
         masks = ripple_mask(p_orig.person, p_edit.person, self.open_kernel, self.dilate_kernel)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -35,7 +36,7 @@ from networks.hfgi.official_checkpoints import (
 )
 from networks.hfgi.stylegan2 import StyleGAN2Generator
 
-__all__ = ["HFGIPipeline", "resize_images"]
+__all__ = ["HFGIConfig", "HFGIPipeline", "resize_images"]
 
 PathLike = str | os.PathLike
 
@@ -46,6 +47,37 @@ def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
         return x
     shrink = x.shape[-1] > size or x.shape[-2] > size
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+@dataclass(frozen=True)
+class HFGIConfig:
+    """Architecture of an HFGI pipeline: the arguments of :meth:`HFGIPipeline.build` (defaults: official FFHQ 1024).
+
+    Attributes:
+        size: generator output size (1024 for FFHQ).
+        style_dim: W dimension (512).
+        n_mlp: mapping-network layers (8).
+        channel_multiplier: StyleGAN2 channel multiplier (2 = config-f).
+        max_channels: cap of the generator's channels (None = the official 512); small for tests.
+        fusion_layer: generator layer where E_c's scale / shift are fused (7 = the 64x64 block).
+        resolution: e4e input and distortion-map resolution (256).
+        encoder_layers: IR-SE depth of the e4e encoder (50).
+        randomize_noise: fresh generator noise per call instead of the fixed buffers.
+    """
+
+    size: int = 1024
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    max_channels: int | None = None
+    fusion_layer: int = 7
+    resolution: int = 256
+    encoder_layers: int = 50
+    randomize_noise: bool = False
+
+    def build(self) -> "HFGIPipeline":
+        """A random-init pipeline of this architecture (:meth:`HFGIPipeline.build`)."""
+        return HFGIPipeline.build(**asdict(self))
 
 
 class HFGIPipeline(nn.Module):
