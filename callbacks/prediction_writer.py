@@ -1,6 +1,8 @@
 """Writes inpainted images from ``predict_step`` as PNG files."""
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,6 +15,24 @@ from PIL import Image
 from evaluation.metrics import to_uint8
 
 
+class OutputDirError(ValueError):
+    """``output_dir`` cannot take the predictions: it is a file, or not writable."""
+
+
+def write_png_atomically(array: np.ndarray, path: Path) -> None:
+    """Save ``array`` (uint8 HxWx3) as the PNG ``path`` via a temporary file in the same folder and ``os.replace``:
+    the file appears complete or not at all (an interrupted run leaves no truncated PNG, an old file is replaced,
+    never rewritten in place)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # a new file with the usual permissions (umask)
+            Image.fromarray(np.ascontiguousarray(array)).save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class InpaintingPredictionWriter(BasePredictionWriter):
     """Saves each predicted image as ``<output_dir>/<key>.png``, known pixels bit-exact.
 
@@ -20,9 +40,14 @@ class InpaintingPredictionWriter(BasePredictionWriter):
     ((B, 1, H, W), 1 = hole) and ``key`` (list of names). When it also returns ``image_uint8``
     (the decoded 8-bit input, as :class:`datamodules.image_files.ImageFilesDataModule` provides),
     the final composite is done in uint8: ``where(mask, round(inpainted), image_uint8)``, so the
-    known pixels of the file equal the input file exactly. Existing files are never silently
-    replaced: with ``overwrite: false`` a clear ``FileExistsError`` names the file (checked for
-    every image before anything is predicted when the datamodule exposes ``sample_keys``).
+    known pixels of the file equal the input file exactly.
+
+    Before anything is predicted (in ``setup``, after the datamodule has checked its inputs) the writer
+    checks ``output_dir``: an existing file or a folder it cannot write to is an :class:`OutputDirError`
+    naming it. Existing files are never silently replaced: with ``overwrite: false`` a clear
+    ``FileExistsError`` names them (checked for every image before anything is predicted when the
+    datamodule exposes ``sample_keys``, and again for each file). Each PNG is written to a temporary file
+    in ``output_dir`` and renamed into place, so a run that stops never leaves a truncated image.
 
     Args:
         output_dir: folder for the PNG files (created if missing).
@@ -45,11 +70,41 @@ class InpaintingPredictionWriter(BasePredictionWriter):
                 f"{type(self).__name__} to replace it"
             )
 
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def check_output_dir(self, keys: Sequence[str] = ()) -> None:
+        """Create ``output_dir`` and check it can take ``<key>.png`` for every key (see the class docstring).
+
+        Raises:
+            OutputDirError: ``output_dir`` is an existing file or cannot be written to.
+            FileExistsError: some ``<key>.png`` exist and ``overwrite`` is false (the message lists them).
+        """
+        folder = self.output_dir
+        if folder.exists() and not folder.is_dir():
+            raise OutputDirError(
+                f"output_dir {folder} is an existing file, not a folder; choose a folder for the predicted PNGs"
+            )
+        existing = [self.path_for(k) for k in keys if self.path_for(k).exists()]
+        if existing and not self.overwrite:
+            more = f" (and {len(existing) - 1} more: {', '.join(p.name for p in existing[1:4])}{', ...' if len(existing) > 4 else ''})" if len(existing) > 1 else ""
+            raise FileExistsError(
+                f"{existing[0]} already exists{more}; choose another output_dir or set overwrite: true on "
+                f"{type(self).__name__} to replace them"
+            )
+        probe = folder / f".write-test-{uuid.uuid4().hex[:12]}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.touch(exist_ok=False)  # permission bits say nothing for root or a read-only mount: try it
+            probe.unlink()
+        except OSError as err:
+            raise OutputDirError(
+                f"output_dir {folder} is not writable ({err.strerror or err}); choose a writable folder or fix its "
+                f"permissions. Nothing was predicted"
+            ) from err
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
         keys = getattr(trainer.datamodule, "sample_keys", None) if trainer.datamodule is not None else None
-        for key in keys or []:
-            self._check(self.path_for(key))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.check_output_dir(list(keys or []))
 
     def write_on_batch_end(
         self,
@@ -74,4 +129,4 @@ class InpaintingPredictionWriter(BasePredictionWriter):
             path = self.path_for(key)
             self._check(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(path)
+            write_png_atomically(img.permute(1, 2, 0).numpy(), path)

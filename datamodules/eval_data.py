@@ -17,10 +17,13 @@ Lightning's ``use_distributed_sampler`` never wraps it in a ``DistributedSampler
 with duplicated samples); ranks may get one sample more or less than others.
 
 Batches: ``image`` ``(B,3,H,W)`` in [-1, 1], ``mask`` ``(B,1,H,W)`` {0,1} (1 = hole), ``key`` list of str.
+
+Images and mask files are decoded by ``datamodules.image_decoding`` (EXIF orientation, true bit depth,
+minimum size 8 px, decompression-bomb limit). Unlike training, a bad evaluation image is never skipped:
+it stops the run with an error naming the file (a skipped sample would change the metric silently).
 """
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 import warnings
@@ -34,6 +37,7 @@ from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datamodules.image_decoding import decode_mask, read_image
 from datamodules.shard_files import IMAGE_EXTENSIONS, ShardError, resolve_shards
 from datamodules.shards import sample_key
 from masks.protocols import PROTOCOLS, from_mat_mask, protocol_mask
@@ -153,13 +157,14 @@ def attach_mask_files(items: list[EvalItem], mask_dir: str | os.PathLike, match:
 
 
 def load_image(data: bytes, resolution: int | None, what: str) -> np.ndarray:
-    """Decode to RGB uint8 ``(H, W, 3)``; with ``resolution``, resize the shorter side to it (bicubic,
-    antialiased) and centre-crop a square."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image = image.convert("RGB")
-    except Exception as err:  # PIL raises several types for broken files
-        raise ValueError(f"cannot decode image {what}: {err}") from err
+    """Decode to RGB uint8 ``(H, W, 3)`` (``datamodules.image_decoding`` rules); with ``resolution``, resize the
+    shorter side to it (bicubic, antialiased) and centre-crop a square.
+
+    Raises:
+        ImageDecodeError: a ``ValueError`` naming ``what``: undecodable, too small, a decompression bomb, or a
+            mode without a faithful 8-bit conversion.
+    """
+    image = read_image(data, what).image
     if resolution is not None:
         w, h = image.size
         if min(w, h) != resolution:
@@ -214,8 +219,7 @@ class EvalSet(IterableDataset):
         rgb = load_image(item.read_image_bytes(), self.resolution, f"{item.key} ({item.path})")
         height, width = rgb.shape[:2]
         if self.masks == "folder":
-            with Image.open(item.mask_path) as m:
-                mask_img = np.asarray(m.convert("L"))
+            mask_img = decode_mask(item.mask_path, f"mask {item.mask_path}")
             if mask_img.shape != (height, width):
                 raise ValueError(
                     f"mask {item.mask_path} is {mask_img.shape[1]}x{mask_img.shape[0]} but image {item.key} is "

@@ -7,11 +7,17 @@ Layout::
 
 A folder is matched by file stem (``in/a.png`` <-> ``masks/a.png``; extensions may differ). In a
 folder, files without an image extension (``.png .jpg .jpeg .bmp .webp .tif .tiff``) are skipped
-with a warning; a file that has an image extension (or is given explicitly) but cannot be decoded
-is an error naming it. Masks: any mode, converted to grayscale, pixel >= 128 = hole (white = fill).
+with a warning. Masks: any mode, converted to grayscale, pixel >= 128 = hole (white = fill).
 Images: any mode converted to RGB (RGBA: the alpha channel is dropped, the colour values are kept;
-grayscale / palette: expanded). Sizes are kept as they are; the
-inpainting module pads to its stage factor (reflect) and crops back.
+grayscale / palette: expanded). Both are decoded by ``datamodules.image_decoding``: EXIF orientation
+applied, 16-bit files scaled by their bit depth, images below 8 px refused, decompression bombs named.
+Sizes are kept as they are; the inpainting module pads to its stage factor (reflect) and crops back.
+
+``setup`` decodes and checks every pair before anything is predicted: a missing, undecodable or too
+small file, or a mask whose size differs from its image, is collected, and all of them are reported in
+one :class:`PredictInputError`, so a bad file can never stop a run half-way. Masks that are probably
+not what was meant give a :class:`MaskWarning` per image: no hole, all hole, or a soft (grey) mask most
+of whose marked area stays below the hole threshold 128.
 """
 from __future__ import annotations
 
@@ -22,10 +28,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.image_decoding import ImageDecodeError, decode_mask, read_image
 from masks.types import Category
+
+HOLE_THRESHOLD = 128
+"""Mask pixels >= this (of 0..255) are hole."""
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -47,13 +56,82 @@ def _list_images(path: Path, what: str) -> list[Path]:
     return files
 
 
-def _open(path: Path, mode: str) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert(mode)  # RGBA: alpha dropped, colour values kept; L/P: expanded to RGB
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path} is not a readable image ({e}); remove it or convert it to PNG/JPEG") from e
+class PredictInputError(ValueError):
+    """Some predict inputs cannot be used; the message lists every bad file (nothing was predicted)."""
+
+
+class MaskWarning(UserWarning):
+    """A mask is probably not what was meant (no hole, all hole, or a soft mask mostly below the threshold)."""
+
+
+def mask_problem(mask: np.ndarray, name: str) -> str | None:
+    """Why a uint8 grey mask (``>= 128`` = hole) is suspicious, or None: no hole, all hole, or a soft mask whose
+    thresholded hole is much smaller (under half) than the area it marks with grey (values strictly in 1..254)."""
+    hole = float((mask >= HOLE_THRESHOLD).mean())
+    grey = float(((mask > 0) & (mask < 255)).mean())
+    marked = float((mask > 0).mean())
+    if grey >= 0.01 and hole < 0.5 * marked:
+        return (
+            f"{name}: soft mask: {grey:.0%} of pixels are grey (between 0 and 255) but only {hole:.0%} reach the hole "
+            f"threshold {HOLE_THRESHOLD}; the rest is kept as known pixels. Binarise the mask (white = hole) if the "
+            f"grey area should be filled"
+        )
+    if hole == 0.0:
+        return f"{name}: the mask has no hole (no pixel >= {HOLE_THRESHOLD}); the output will equal the input"
+    if hole == 1.0:
+        return f"{name}: the mask is all hole; nothing of the image is kept, the output is generated from scratch"
+    return None
+
+
+def _decode_pair(img_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8 (H, W, 3), grey mask uint8 (H, W)) of one pair; errors name the file(s)."""
+    rgb = read_image(img_path).array()
+    mask = decode_mask(mask_path, f"mask {mask_path}")
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(_size_mismatch(img_path, rgb, mask_path, mask))
+    return rgb, mask
+
+
+def _size_mismatch(img_path: Path, rgb: np.ndarray, mask_path: Path, mask: np.ndarray) -> str:
+    return (
+        f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image {img_path} is "
+        f"{rgb.shape[1]}x{rgb.shape[0]} (WxH); the mask must have the image's size"
+    )
+
+
+def validate_pairs(pairs: list[tuple[Path, Path]]) -> None:
+    """Decode every (image, mask) pair; warn about suspicious masks, raise one error listing every bad file.
+
+    Raises:
+        PredictInputError: naming each unusable file and why (missing, undecodable, too small, decompression
+            bomb, no faithful 8-bit conversion, mask size differs from the image).
+    """
+    problems: list[str] = []
+    bad_pairs = 0
+    for img_path, mask_path in pairs:
+        found: list[str] = []
+        rgb = mask = None
+        try:
+            rgb = read_image(img_path).array()
+        except (ImageDecodeError, FileNotFoundError) as err:
+            found.append(str(err))
+        try:
+            mask = decode_mask(mask_path, f"mask {mask_path}")
+        except (ImageDecodeError, FileNotFoundError) as err:
+            found.append(str(err))
+        if rgb is not None and mask is not None:
+            if mask.shape != rgb.shape[:2]:
+                found.append(_size_mismatch(img_path, rgb, mask_path, mask))
+            elif (message := mask_problem(mask, str(mask_path))) is not None:
+                warnings.warn(message, MaskWarning, stacklevel=3)
+        problems.extend(found)
+        bad_pairs += bool(found)
+    if problems:
+        listed = "\n  ".join(problems)
+        raise PredictInputError(
+            f"{bad_pairs} of {len(pairs)} predict input(s) (image + mask) cannot be used, so nothing was predicted; "
+            f"fix or remove them and run again:\n  {listed}"
+        )
 
 
 def pair_images_and_masks(images: str | Path, masks: str | Path) -> list[tuple[Path, Path]]:
@@ -106,15 +184,9 @@ class ImageFilesDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         img_path, mask_path = self.pairs[i]
-        img = _open(img_path, "RGB")
-        msk = _open(mask_path, "L")
-        if img.size != msk.size:
-            raise ValueError(
-                f"mask {mask_path} is {msk.size[0]}x{msk.size[1]} but image {img_path} is "
-                f"{img.size[0]}x{img.size[1]} (WxH); the mask must have the image's size"
-            )
-        u8 = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
-        mask = torch.from_numpy((np.asarray(msk, dtype=np.uint8) >= 128).astype(np.float32))[None]
+        rgb, grey = _decode_pair(img_path, mask_path)  # checked in setup; a file changed since is still an error
+        u8 = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        mask = torch.from_numpy((grey >= HOLE_THRESHOLD).astype(np.float32))[None]
         return {
             "image": u8.float() / 127.5 - 1.0,
             "mask": mask,
@@ -140,6 +212,9 @@ def collate_same_size(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 class ImageFilesDataModule(LightningDataModule):
     """Predict-only DataModule: images and hole masks from files or folders (see module docstring).
+
+    ``setup`` decodes and checks every pair first and raises one :class:`PredictInputError` listing all the
+    bad files, so nothing is predicted (or written) from a partly broken folder.
 
     Args:
         images: an image file, or a folder of images.
@@ -170,8 +245,11 @@ class ImageFilesDataModule(LightningDataModule):
         self.dataset: ImageFilesDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        """Pair images with masks and decode / check every pair (see the module docstring), once."""
         if self.dataset is None:
-            self.dataset = ImageFilesDataset(pair_images_and_masks(self.images, self.masks), self.category)
+            pairs = pair_images_and_masks(self.images, self.masks)
+            validate_pairs(pairs)
+            self.dataset = ImageFilesDataset(pairs, self.category)
 
     @property
     def sample_keys(self) -> list[str]:

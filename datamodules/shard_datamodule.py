@@ -6,6 +6,12 @@ DataLoader worker and epoch, so every rank and worker sees different data, and y
 Validation / test read a fixed set: the samples are split across ranks (and workers) by sample
 index, every sample exactly once, no padding; masks are seeded from the sample key and ``seed``
 so they are identical every epoch and on any number of GPUs.
+
+Images are decoded by ``datamodules.image_decoding`` (EXIF orientation, true bit depth, minimum size,
+decompression-bomb limit). A sample that cannot be used is skipped with a ``SkippedSampleWarning`` naming
+shard and key, and counted by reason in shared memory, so the counts of DataLoader worker processes reach
+the main process: ``ShardDataModule.sample_counts(split)``; ``callbacks.data_health.SkippedSampleMonitor``
+logs them as ``data/skipped`` and the datamodule reports the totals when the stage ends.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from datamodules.image_decoding import DECODE_REASONS, ImageDecodeError, read_image
 
 from datamodules.class_list import ClassList
 from datamodules.shard_files import (
@@ -46,9 +54,46 @@ warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__`
 
 SEG_SUFFIX = "seg.png"
 
+NO_IMAGE, UNREADABLE_SHARD_DATA = "no image file", "unreadable shard data"
+SKIP_REASONS = (NO_IMAGE, *DECODE_REASONS, UNREADABLE_SHARD_DATA)
+"""Why a sample is skipped: the reasons ``sample_counts`` counts (``unreadable shard data``: a tar member that
+could not be read; the samples lost with it cannot be counted, the event is)."""
+USED, WITHOUT_SEGMENTATION = "used", "used without segmentation"
+COUNT_COLUMNS = (*SKIP_REASONS, USED, WITHOUT_SEGMENTATION)
+
+
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",), None: ("train", "val", "test")}
+_SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
 
 class SkippedSampleWarning(UserWarning):
     """A sample could not be decoded and was skipped (the message names shard and key)."""
+
+
+class SampleCounts:
+    """Counts of used / skipped samples by reason, in shared memory so DataLoader workers can add to them.
+
+    One row per process (row 0: the main process, row ``1 + i``: worker ``i``) so no two processes write
+    the same memory; the owner reads the sums at any time, also while workers run.
+
+    Args:
+        slots: rows, i.e. ``num_workers + 1``.
+    """
+
+    def __init__(self, slots: int = 1) -> None:
+        self.table = torch.zeros((max(1, slots), len(COUNT_COLUMNS)), dtype=torch.int64)
+        if slots > 1:
+            self.table.share_memory_()
+
+    def add(self, column: str, count: int = 1) -> None:
+        """Add ``count`` to ``column`` (one of ``COUNT_COLUMNS``) in this process's row."""
+        info = get_worker_info()
+        row = 0 if info is None else min(1 + info.id, self.table.shape[0] - 1)
+        self.table[row, COUNT_COLUMNS.index(column)] += count
+
+    def totals(self) -> dict[str, int]:
+        """``{column: count}`` summed over the processes."""
+        return dict(zip(COUNT_COLUMNS, self.table.sum(0).tolist()))
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -89,10 +134,12 @@ class SampleProcessor:
         class_list: thing / stuff ids for the mask sampler.
         sampler: mask sampler, None for image-only batches.
         horizontal_flip: random left-right flip in training.
+        slots: processes that may count samples (``num_workers + 1``), see :class:`SampleCounts`.
     """
 
     def __init__(
-        self, resolution: int, crop: str, class_list: ClassList, sampler: MaskSampler | None, horizontal_flip: bool
+        self, resolution: int, crop: str, class_list: ClassList, sampler: MaskSampler | None, horizontal_flip: bool,
+        slots: int = 1,
     ) -> None:
         self.resolution = resolution
         self.crop = crop
@@ -101,14 +148,19 @@ class SampleProcessor:
         self.has_classes = len(class_list) > 0
         self.sampler = sampler
         self.horizontal_flip = horizontal_flip
-        self.skipped: Counter = Counter()
+        self.counts = SampleCounts(slots)
         self._warned_ids: set[str] = set()
 
-    def _skip(self, sample: dict, reason: str) -> None:
-        self.skipped[reason] += 1
+    @property
+    def skipped(self) -> Counter:
+        """Skipped samples by reason, over every process of this loader."""
+        return Counter({k: v for k, v in self.counts.totals().items() if k in SKIP_REASONS and v})
+
+    def _skip(self, sample: dict, reason: str, detail: str = "") -> None:
+        self.counts.add(reason)
         message = (
-            f"skipped sample {sample.get('__key__')!r} of shard {sample.get('__url__')}: {reason} "
-            f"(rewrite the shard with `python -m datamodules.shards write` to drop it for good)"
+            f"skipped sample {sample.get('__key__')!r} of shard {sample.get('__url__')}: {reason}"
+            f"{': ' + detail if detail else ''} (rewrite the shard with `python -m datamodules.shards write` to drop it for good)"
         )
         warnings.warn(message, SkippedSampleWarning, stacklevel=2)
         log.warning(message)
@@ -143,14 +195,14 @@ class SampleProcessor:
         key = sample.get("__key__", "?")
         image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in sample), None)
         if image_ext is None:
-            self._skip(sample, f"no image file ({'/'.join(IMAGE_EXTENSIONS)}) in the sample, only {sorted(k for k in sample if not k.startswith('__'))}")
+            self._skip(sample, NO_IMAGE, f"no {'/'.join(IMAGE_EXTENSIONS)} member, only {sorted(k for k in sample if not k.startswith('__'))}")
             return None
         try:
-            with Image.open(io.BytesIO(sample[image_ext])) as opened:
-                image = opened.convert("RGB")
-        except Exception as err:  # PIL raises many types for broken data
-            self._skip(sample, f"undecodable image .{image_ext} ({type(err).__name__}: {err})")
+            image = read_image(sample[image_ext], f"its .{image_ext} member").image
+        except ImageDecodeError as err:
+            self._skip(sample, err.reason, str(err))
             return None
+        self.counts.add(USED)
         seg = None
         if self.sampler is not None and SEG_SUFFIX in sample:
             seg = self._segmentation(sample, image.size)
@@ -195,7 +247,7 @@ class SampleProcessor:
         return seg
 
     def _skip_seg(self, sample: dict, reason: str) -> None:
-        self.skipped[reason] += 1
+        self.counts.add(WITHOUT_SEGMENTATION)
         warnings.warn(
             f"sample {sample.get('__key__')!r} of shard {sample.get('__url__')}: {reason}; the sample is used without "
             f"segmentation (random / replacement masks only). Rewrite the shard with matching seg maps.",
@@ -331,9 +383,10 @@ class _TrainReadErrors:
     forever instead of failing. Skipped samples count too; ``_TrainStream`` resets the count on every usable sample.
     """
 
-    def __init__(self, limit: int = 100) -> None:
+    def __init__(self, limit: int = 100, counts: SampleCounts | None = None) -> None:
         self.limit = limit
         self.consecutive = 0
+        self.counts = counts
 
     def failed(self, what: str) -> None:
         """Count one failure (unreadable data or skipped sample); raise ShardError when the limit is reached."""
@@ -345,6 +398,8 @@ class _TrainReadErrors:
             )
 
     def __call__(self, exn: Exception) -> bool:
+        if self.counts is not None:
+            self.counts.add(UNREADABLE_SHARD_DATA)
         self.failed(repr(exn))
         warnings.warn(
             f"skipping unreadable training shard data ({exn!r}); rewrite the shard or drop it from train_shards",
@@ -455,6 +510,7 @@ class ShardDataModule(LightningDataModule):
         self._eval_keys: dict[str, list[list[str]]] = {}
         self.class_list: ClassList | None = None
         self._processors: dict[str, SampleProcessor] = {}
+        self._reported_stages: set[str | None] = set()
         MaskSampler(self.mask_probabilities)  # validate the probabilities now, not in a worker
 
     @staticmethod
@@ -480,6 +536,7 @@ class ShardDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Resolve and check the shard files the stage needs; load the class list."""
+        self._reported_stages.discard(stage)  # a new run of the stage reports again at its teardown
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(stage or "fit", ("train", "val", "test"))
         for split in needed:
             spec = getattr(self, f"{split}_shards")
@@ -521,16 +578,90 @@ class ShardDataModule(LightningDataModule):
                     shape_bank=ShapeBank(capacity=256 if split == "train" else 0, seed=self.seed),
                     harvest_shapes=split == "train",
                 )
-            self._processors[split] = SampleProcessor(self.resolution, self.crop, self.class_list, sampler, self.horizontal_flip)
+            self._processors[split] = SampleProcessor(
+                self.resolution, self.crop, self.class_list, sampler, self.horizontal_flip, slots=self.num_workers + 1
+            )
         return self._processors[split]
 
     @property
     def skipped_samples(self) -> Counter:
-        """Samples skipped in this process so far, by reason (workers report theirs as warnings)."""
+        """Samples skipped so far on this rank (main process and DataLoader workers), by reason, all splits."""
         total: Counter = Counter()
         for processor in self._processors.values():
             total.update(processor.skipped)
         return total
+
+    def sample_counts(self, split: str = "train") -> dict[str, int] | None:
+        """This rank's counts of ``split`` so far (workers included): ``{reason or "used": n}`` over ``COUNT_COLUMNS``;
+        None before its loader was built."""
+        processor = self._processors.get(split)
+        return None if processor is None else processor.counts.totals()
+
+    def skip_report(self, counts: dict[str, dict[str, int]] | None = None, ranks: int = 1) -> str | None:
+        """One line on the samples skipped, per split.
+
+        Args:
+            counts: ``{split: sample_counts(split)}``; default this rank's counts of every split read so far.
+            ranks: how many ranks ``counts`` sums (said in the line when > 1).
+
+        Returns:
+            None when no sample was skipped or used without segmentation.
+        """
+        if counts is None:
+            counts = {split: c for split in _STAGE_SPLITS[None] if (c := self.sample_counts(split)) is not None}
+        parts, patterns = [], []
+        for split, split_counts in counts.items():
+            skipped = {reason: split_counts.get(reason, 0) for reason in SKIP_REASONS if split_counts.get(reason, 0)}
+            without_seg = split_counts.get(WITHOUT_SEGMENTATION, 0)
+            if not skipped and not without_seg:
+                continue
+            total = sum(skipped.values())
+            reads = total + split_counts.get(USED, 0)
+            noun = "training samples" if split == "train" else f"{_SPLIT_NAMES.get(split, split)} sample reads"
+            line = f"{total} of {reads} {noun} skipped"
+            if skipped:
+                line += " (" + ", ".join(f"{n} x {reason}" for reason, n in skipped.items()) + ")"
+            if without_seg:
+                line += f", {without_seg} used without segmentation (seg map unreadable or of the wrong size)"
+            parts.append(line)
+            patterns.append(str(getattr(self, f"{split}_shards", None) or ""))
+        if not parts:
+            return None
+        where = f" (sum over {ranks} ranks)" if ranks > 1 else ""
+        shards = " ".join(f"'{p}'" for p in dict.fromkeys(patterns) if p)
+        return (
+            f"data{where}: " + "; ".join(parts) + ". Each was warned with its shard and key (SkippedSampleWarning); "
+            f"list every broken sample with `python -m datamodules.shards inspect {shards} --check` and rewrite those shards"
+        )
+
+    def report_skipped(
+        self, stage: str | None = None, counts: dict[str, dict[str, int]] | None = None, ranks: int = 1, emit: bool = True
+    ) -> str | None:
+        """Warn and log :meth:`skip_report` for the splits of ``stage``, once per stage.
+
+        Args:
+            stage: ``fit`` (train + val), ``validate``, ``test``, ``predict`` or None (every split).
+            counts: totals to report instead of this rank's (e.g. summed over ranks by a callback).
+            ranks: number of ranks summed in ``counts``.
+            emit: False only marks the stage as reported (other ranks after rank 0 reported the sum).
+
+        Returns:
+            The message, or None when there was nothing to report or the stage was reported already.
+        """
+        if stage in self._reported_stages:
+            return None
+        self._reported_stages.add(stage)
+        if counts is None:
+            counts = {split: c for split in _STAGE_SPLITS.get(stage, _STAGE_SPLITS[None]) if (c := self.sample_counts(split)) is not None}
+        message = self.skip_report(counts, ranks)
+        if message is not None and emit:
+            warnings.warn(message, SkippedSampleWarning, stacklevel=2)
+            log.warning(message)
+        return message
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Report the samples this rank skipped in ``stage`` (by reason), unless a callback already reported the sum."""
+        self.report_skipped(stage)
 
     def _require(self, split: str) -> None:
         if split not in self._files:
@@ -541,7 +672,7 @@ class ShardDataModule(LightningDataModule):
         self._require("train")
         rank, _world = distributed_rank_world()
         batches = self.samples_per_epoch // self.batch_size
-        errors = _TrainReadErrors()
+        errors = _TrainReadErrors(counts=self._processor("train").counts)
         stream = _TrainStream(
             self._processor("train"), self.seed, rank, self._train_epoch, self.batch_size, self.shuffle_buffer, batches, errors
         )

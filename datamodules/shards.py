@@ -11,9 +11,13 @@ and ``classes.json`` (see ``datamodules.class_list``) next to the shards.
 Commands::
 
     python -m datamodules.shards write --images DIR --out DIR [--segmentation DIR --classes FILE]
-        [--prefix train] [--max-count 1000] [--max-size-mb 1024] [--resize 512]
-    python -m datamodules.shards synthetic --out data/synthetic [--train 512 --val 64 --test 64 --size 64]
+        [--prefix train] [--max-count 1000] [--max-size-mb 1024] [--resize 512] [--overwrite]
+    python -m datamodules.shards synthetic --out data/synthetic [--train 512 --val 64 --test 64 --size 64] [--overwrite]
     python -m datamodules.shards inspect 'data/synthetic/train-*.tar' [--check]
+
+Exit status: 0 done; 1 ``write`` wrote no sample (every input skipped) or ``inspect --check`` found problems;
+2 refused before writing (missing or empty input folder, output folder not writable, shards of an earlier run
+with the same prefix in ``--out`` without ``--overwrite``).
 """
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import sys
 import tarfile
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +41,24 @@ from PIL import Image
 from tqdm import tqdm
 
 from datamodules.class_list import ClassList
+from datamodules.image_decoding import UNDECODABLE, ImageDecodeError, read_image
 from datamodules.shard_files import CLASS_LIST_NAME, IMAGE_EXTENSIONS, load_class_list, resolve_shards, sample_keys
 from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene
 
 SEG_SUFFIX = "seg.png"
 META_SUFFIX = "json"
+
+
+class ShardOutputError(ValueError):
+    """The writer's output folder cannot be used: not writable, a file, or holding shards of an earlier run."""
+
+
+class NothingWrittenError(ValueError):
+    """Every input was skipped: no shard was written (``summary`` says why, by reason)."""
+
+    def __init__(self, message: str, summary: "WriteSummary") -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass
@@ -128,6 +147,53 @@ def _find_segmentation(seg_root: Path, relative: Path) -> Path | None:
     return None
 
 
+def existing_shards(out_dir: str | Path, prefix: str) -> list[Path]:
+    """The shards the writer names ``<prefix>-NNNNNN.tar`` in ``out_dir`` (exactly that prefix: ``train`` does
+    not match ``train-extra-000000.tar``), sorted."""
+    pattern = re.compile(rf"{re.escape(prefix)}-\d+\.tar")
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+
+
+def prepare_output_folder(out_dir: str | Path, prefixes: Sequence[str], overwrite: bool = False) -> list[Path]:
+    """Make sure shards can be written to ``out_dir`` without mixing datasets; returns the shards it removed.
+
+    Creates the folder, checks it is writable (by creating and removing a file: permission bits say nothing for
+    root or read-only mounts) and refuses when it holds ``<prefix>-NNNNNN.tar`` shards of an earlier run, since
+    the new shards would overwrite some of them and leave the rest, and the ``<prefix>-*.tar`` glob would read
+    both datasets. With ``overwrite`` those shards (and only those) are deleted first.
+
+    Raises:
+        ShardOutputError: naming the folder (and the shard count and ``--overwrite`` for earlier shards).
+    """
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ShardOutputError(f"output folder {folder} is an existing file, not a folder; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ShardOutputError(
+            f"cannot write to the output folder {folder} ({err.strerror or err}); choose a writable --out or fix "
+            f"the folder's permissions"
+        ) from err
+    old = [p for prefix in prefixes for p in existing_shards(folder, prefix)]
+    if old and not overwrite:
+        globs = " / ".join(f"{prefix}-*.tar" for prefix in prefixes)
+        shown = ", ".join(p.name for p in old[:3]) + (", ..." if len(old) > 3 else "")
+        raise ShardOutputError(
+            f"output folder {folder} already holds {len(old)} shard(s) of an earlier run ({shown}); writing there would "
+            f"overwrite some of them and leave the others, so the glob {globs} would mix two datasets. Pass --overwrite "
+            f"to delete those {len(old)} shard(s) first, or choose another --out or --prefix"
+        )
+    for path in old:
+        path.unlink()
+    return old
+
+
 def _open_writer(out_dir: Path, prefix: str, max_count: int, max_size: float) -> wds.ShardWriter:
     out_dir.mkdir(parents=True, exist_ok=True)
     return wds.ShardWriter(str(out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, maxsize=max_size, verbose=0)
@@ -135,7 +201,10 @@ def _open_writer(out_dir: Path, prefix: str, max_count: int, max_size: float) ->
 
 def _finish(writer: wds.ShardWriter, summary: WriteSummary, out_dir: Path, prefix: str) -> None:
     writer.close()
-    summary.shards = sorted(str(p) for p in out_dir.glob(f"{prefix}-*.tar"))
+    if summary.written == 0:  # the writer opens its first shard eagerly: do not leave an empty tar behind
+        for path in existing_shards(out_dir, prefix):
+            path.unlink()
+    summary.shards = [str(p) for p in existing_shards(out_dir, prefix)]
 
 
 @dataclass
@@ -161,12 +230,14 @@ def _prepare_file(job: _FileJob) -> _FileResult:
     """Decode, validate, optionally resize and encode one input image (+ seg map); runs in writer workers."""
     path = job.path
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.convert("RGB")
-            source_format, source_mode = opened.format, opened.mode
-    except Exception as err:  # PIL raises many types for broken files
-        return _FileResult(skip_reason="undecodable image", skip_item=f"{path} ({type(err).__name__})")
+        data = path.read_bytes()
+        decoded = read_image(data, str(path))
+    except OSError as err:
+        return _FileResult(skip_reason="unreadable file", skip_item=f"{path} ({err.strerror or err})")
+    except ImageDecodeError as err:
+        detail = type(err.__cause__).__name__ if err.reason == UNDECODABLE and err.__cause__ is not None else str(err)
+        return _FileResult(skip_reason=err.reason, skip_item=f"{path} ({detail})" if err.reason == UNDECODABLE else detail)
+    image = decoded.image
     seg, without = None, 0
     if job.seg_root is not None:
         seg_path = _find_segmentation(job.seg_root, job.relative)
@@ -187,14 +258,13 @@ def _prepare_file(job: _FileJob) -> _FileResult:
                 return _FileResult(
                     skip_reason=f"segmentation ids not in the class list {job.classes_name}", skip_item=f"{seg_path} (ids {unknown})"
                 )
-    fmt = "jpg" if source_format == "JPEG" else "png"
+    fmt = "jpg" if decoded.format == "JPEG" else "png"
     if job.resize is not None:
         image, seg = _resize_pair(image, seg, job.resize)
         data = _encode_image(image, fmt)
-    elif source_format in ("JPEG", "PNG") and source_mode == "RGB":
-        data = path.read_bytes()
-    else:
-        data = _encode_image(image, fmt)
+    elif not (decoded.format in ("JPEG", "PNG") and decoded.mode == "RGB" and decoded.bit_depth == 8):
+        data = _encode_image(image, fmt)  # 8-bit RGB of any other mode / depth (16-bit scaled, alpha dropped)
+    # else: the file's own bytes; an EXIF orientation in them is applied by every reader (datamodules.image_decoding)
     meta = {"key": job.key, "source": job.relative.as_posix(), "width": image.width, "height": image.height, "has_seg": seg is not None}
     sample = {"__key__": job.key, fmt: data, META_SUFFIX: json.dumps(meta).encode()}
     if seg is not None:
@@ -213,6 +283,7 @@ def write_image_folder(
     resize: int | None = None,
     progress: bool = True,
     workers: int = 1,
+    overwrite: bool = False,
 ) -> WriteSummary:
     """Write every image under ``images`` (recursively) into WebDataset shards.
 
@@ -229,14 +300,23 @@ def write_image_folder(
         progress: show a tqdm progress bar.
         workers: processes that decode / validate / resize images in parallel (the tar is written by this
             process, in sorted file order, so the output does not depend on ``workers``).
+        overwrite: delete the ``<prefix>-NNNNNN.tar`` shards an earlier run left in ``out_dir`` first (without it
+            they are an error: the new and old shards would mix under one glob).
 
     Returns:
-        A ``WriteSummary``. Skipped (with the reason): undecodable images, seg maps whose size differs from
-        the image, seg maps with ids the class list does not name, undecodable seg maps, duplicate keys.
+        A ``WriteSummary``. Skipped (with the reason): images that do not decode, are smaller than 8 px, are
+        decompression bombs or have no faithful 8-bit conversion (``datamodules.image_decoding``), seg maps
+        whose size differs from the image, seg maps with ids the class list does not name, undecodable seg
+        maps, duplicate keys.
+
+    Raises:
+        FileNotFoundError: the image folder is missing or holds no images.
+        ShardOutputError: ``out_dir`` is not writable or holds shards of an earlier run (see ``overwrite``).
+        NothingWrittenError: every image was skipped (no shard is left behind; ``.summary`` has the reasons).
     """
     images, out_dir = Path(images), Path(out_dir)
     if not images.is_dir():
-        raise FileNotFoundError(f"image folder {images} does not exist")
+        raise FileNotFoundError(f"image folder {images} does not exist" if not images.exists() else f"--images {images} is not a folder")
     if segmentation is not None and classes is None:
         raise ValueError("--segmentation needs --classes: a class list saying which ids are 'thing' and which 'stuff'")
     seg_root = Path(segmentation) if segmentation is not None else None
@@ -245,7 +325,10 @@ def write_image_folder(
     class_list = ClassList.load(classes) if classes is not None else ClassList(source="<none>")
     files = _list_images(images)
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {images}")
+        raise FileNotFoundError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {images}: the folder is empty or holds other files; "
+            f"nothing was written"
+        )
 
     summary = WriteSummary()
     jobs, seen = [], set()
@@ -257,6 +340,7 @@ def write_image_folder(
             continue
         seen.add(key)
         jobs.append(_FileJob(path, relative, key, seg_root, class_list, str(classes), resize))
+    prepare_output_folder(out_dir, [prefix], overwrite)
     writer = _open_writer(out_dir, prefix, max_count, max_size)
     (out_dir / CLASS_LIST_NAME).write_text(class_list.to_json())
     pool = multiprocessing.Pool(workers) if workers > 1 else None
@@ -273,6 +357,13 @@ def write_image_folder(
         if pool is not None:
             pool.terminate()
         _finish(writer, summary, out_dir, prefix)
+    if summary.written == 0:
+        raise NothingWrittenError(
+            f"no samples were written to {out_dir}: all {summary.skipped_count} image(s) under {images} were skipped "
+            f"({', '.join(f'{len(v)} x {k}' for k, v in sorted(summary.skipped.items()))}); no {prefix}-*.tar was left "
+            f"behind. Fix or replace the inputs (the summary lists examples) and run again",
+            summary,
+        )
     return summary
 
 
@@ -425,8 +516,10 @@ def inspect_shards(spec: str | Sequence[str]) -> dict:
 def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str, list[str]]:
     """Decode every sample of the shards; problems grouped by kind (``{}`` when all is well).
 
-    Checks: the tar reads to the end, each sample has an image that decodes, its seg map (if any) decodes,
-    has the image's size and only ids of the class list next to the shards.
+    Checks: the tar reads to the end and holds at least one sample, each sample has an image that decodes the
+    way training decodes it (``datamodules.image_decoding``: not too small, no decompression bomb, a faithful
+    8-bit conversion), its seg map (if any) decodes, has the image's size and only ids of the class list next to
+    the shards.
     """
     files = resolve_shards(spec)
     classes = load_class_list(files)
@@ -441,6 +534,9 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
         except Exception as err:
             report("unreadable shard", f"{path} ({err!r})")
             continue
+        if not samples:
+            report("empty shard (no samples)", f"{path}: rewrite it or delete it")
+            continue
         for sample in samples:
             where = f"{path}:{sample['__key__']}"
             ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
@@ -448,11 +544,10 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
                 report("no image", where)
                 continue
             try:
-                with Image.open(io.BytesIO(sample[ext])) as opened:
-                    opened.load()
-                    size = opened.size
-            except Exception as err:
-                report("undecodable image", f"{where} ({type(err).__name__})")
+                size = read_image(sample[ext], where).image.size
+            except ImageDecodeError as err:
+                cause = type(err.__cause__).__name__ if err.__cause__ is not None else ""
+                report(err.reason, f"{where} ({cause})" if err.reason == UNDECODABLE else str(err))
                 continue
             if SEG_SUFFIX not in sample:
                 continue
@@ -481,6 +576,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--max-size-mb", type=float, default=1024.0, help="max shard size in MiB")
     w.add_argument("--resize", type=int, default=None, help="resize the shorter side to this many pixels")
     w.add_argument("--workers", type=int, default=1, help="parallel decode / resize processes")
+    w.add_argument(
+        "--overwrite", action="store_true",
+        help="delete the <prefix>-*.tar shards of an earlier run in --out first (without it they are an error)",
+    )
     w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s = sub.add_parser("synthetic", help="generate the procedural synthetic scene set")
     s.add_argument("--out", required=True, help="output folder")
@@ -490,6 +589,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=64, help="image size in pixels")
     s.add_argument("--seed", type=int, default=0, help="dataset seed")
     s.add_argument("--max-count", type=int, default=256, help="max samples per shard")
+    s.add_argument("--overwrite", action="store_true", help="delete the train/val/test-*.tar shards already in --out first")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     i = sub.add_parser("inspect", help="print sample counts, file suffixes and the class list of shards")
     i.add_argument("shards", nargs="+", help="brace pattern, glob or files")
@@ -504,10 +604,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         if args.command == "write":
             summary = write_image_folder(
                 args.images, args.out, args.segmentation, args.classes, args.prefix, args.max_count,
-                args.max_size_mb * 2**20, args.resize, not args.no_progress, args.workers,
+                args.max_size_mb * 2**20, args.resize, not args.no_progress, args.workers, args.overwrite,
             )
             print(summary.format())
         elif args.command == "synthetic":
+            splits = [s for s in ("train", "val", "test") if getattr(args, s) > 0]
+            prepare_output_folder(args.out, splits, args.overwrite)
             summaries = write_synthetic_shards(
                 args.out, args.train, args.val, args.test, args.size, args.seed, args.max_count, not args.no_progress
             )
@@ -517,7 +619,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         else:
             report = inspect_shards(args.shards)
             for shard in report["shards"]:
-                print(f"{shard['path']}: {shard['samples']} samples, {shard['bytes'] / 2**20:.1f} MiB")
+                empty = "  EMPTY: no samples" if shard["samples"] == 0 else ""
+                print(f"{shard['path']}: {shard['samples']} samples, {shard['bytes'] / 2**20:.1f} MiB{empty}")
             print(f"total: {report['samples']} samples in {len(report['shards'])} shard(s)")
             print(f"files per suffix: {report['suffixes']}")
             print(f"class list {report['classes']['source']}: thing {report['classes']['thing']}, stuff {report['classes']['stuff']}")
@@ -528,8 +631,15 @@ def main(argv: Iterable[str] | None = None) -> int:
                 print("check: all samples decode" if not problems else f"check: {sum(map(len, problems.values()))} problem(s)")
                 if problems:
                     return 1
+    except NothingWrittenError as err:
+        print(err.summary.format())
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. the disk filled up or the folder became unwritable while writing
+        print(f"error: {err.strerror or err}: {err.filename or ''}; nothing more was written", file=sys.stderr)
         return 2
     return 0
 
