@@ -77,7 +77,7 @@ def test_lcg_trains_loss_drops_and_logs(tmp_path):
     assert path.name.startswith("inpainting_e") and path.suffix == ".png"
     with Image.open(path) as im:
         w, h = im.size
-    assert h == 32 + 4 and w == 2 * (3 * 32 + 2) + 2
+    assert h == 14 + 32 + 4 and w == 2 * (3 * 32 + 2) + 2  # under the 14 px header naming the grid
 
 
 def test_log_images_keeps_known_pixels():
