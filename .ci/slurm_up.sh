@@ -4,12 +4,73 @@
 # Needs root on Debian/Ubuntu. Environment knobs:
 #   SLURM_UP_TIMEOUT   seconds to wait for the node to become idle (default 60)
 #   SLURM_PARTITION    partition name (default "debug")
+#   SLURM_UP_PIDFILE   when set, each daemon this script starts is appended to it as "<name> <pid>";
+#                      daemons that were already running are not recorded
+#
+#   bash .ci/slurm_up.sh --down FILE
+# stops exactly the daemons recorded in FILE (newest first; SIGTERM, SIGKILL after 10 s), skipping a
+# pid that no longer runs the recorded program. .ci/run does this when it exits.
 set -euo pipefail
 
 timeout_s="${SLURM_UP_TIMEOUT:-60}"
 partition="${SLURM_PARTITION:-debug}"
 
 log() { echo "[slurm_up] $*"; }
+
+# "<name> <pid>" -> true while that pid still runs the program <name> (a zombie has stopped)
+runs_as() {
+    [ -n "$2" ] && [ "$(cat "/proc/$2/comm" 2>/dev/null || true)" = "$1" ] &&
+        [ "$(awk '{print $3}' "/proc/$2/stat" 2>/dev/null || true)" != Z ]
+}
+
+stop_recorded() {
+    local file="$1" name pid alive
+    [ -s "$file" ] || return 0
+    while read -r name pid; do
+        if runs_as "$name" "$pid"; then
+            log "stopping $name (pid $pid)"
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done < <(tac "$file")
+    for _ in $(seq 100); do
+        alive=0
+        while read -r name pid; do
+            if runs_as "$name" "$pid"; then alive=1; fi
+        done < "$file"
+        [ "$alive" = 0 ] && return 0
+        sleep 0.1
+    done
+    while read -r name pid; do
+        if runs_as "$name" "$pid"; then
+            log "$name (pid $pid) ignored SIGTERM for 10 s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done < "$file"
+}
+
+if [ "${1:-}" = "--down" ]; then
+    [ -n "${2:-}" ] || { log "usage: bash .ci/slurm_up.sh --down PIDFILE"; exit 2; }
+    stop_recorded "$2"
+    exit 0
+fi
+
+# Append "<name> <pid>" of a daemon just started to $SLURM_UP_PIDFILE (pid from its pid file).
+record_started() {
+    local name="$1" pidfile="$2" pid=""
+    [ -n "${SLURM_UP_PIDFILE:-}" ] || return 0
+    for _ in $(seq 50); do
+        pid="$(cat "$pidfile" 2>/dev/null || true)"
+        if runs_as "$name" "$pid"; then break; fi
+        pid=""
+        sleep 0.1
+    done
+    [ -n "$pid" ] || pid="$(pgrep -n -x "$name" || true)"
+    if [ -n "$pid" ]; then
+        echo "$name $pid" >> "$SLURM_UP_PIDFILE"
+    else
+        log "could not find the pid of $name; it will not be stopped on exit"
+    fi
+}
 
 if [ "$(id -u)" != 0 ]; then
     log "not root: cannot install or start Slurm; the Slurm tests will be skipped"
@@ -44,6 +105,7 @@ chmod 0400 /etc/munge/munge.key
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     log "starting munged"
     if [ "$munge_user" = root ]; then munged --force; else runuser -u munge -- munged --force; fi
+    record_started munged /run/munge/munged.pid
     for _ in $(seq 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 munge -n | unmunge >/dev/null || { log "munged is not answering"; exit 1; }
@@ -103,10 +165,12 @@ show_logs() { tail -n 20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log 
 if ! pgrep -x slurmctld >/dev/null; then
     log "starting slurmctld"
     slurmctld || { log "slurmctld failed to start"; show_logs; exit 1; }
+    record_started slurmctld /run/slurm/slurmctld.pid
 fi
 if ! pgrep -x slurmd >/dev/null; then
     log "starting slurmd"
     slurmd || { log "slurmd failed to start"; show_logs; exit 1; }
+    record_started slurmd /run/slurm/slurmd.pid
 fi
 
 # A node left DOWN/DRAIN by an earlier run comes back.
