@@ -11,15 +11,23 @@ Runs: each run gets its own directory ``{save_dir}/{name}/{version}`` (see
 ``SlurmRequeue`` callback saves ``hpc_ckpt_<n>.ckpt`` there and requeues the job,
 which reopens the same directory and resumes from it; with W&B the run id is
 derived from the job id too (same W&B run).
-Without a W&B API key, W&B logs offline (``WANDB_MODE=offline``).
-See docs/scaling.md.
+Without a W&B API key, W&B logs offline (``WANDB_MODE=offline``); W&B is an optional extra
+(``pip install -e ".[wandb]"``). See docs/scaling.md.
+
+Short class names work wherever a class is chosen (``--model C2FDiffusionModule``,
+``--data.help ShardDataModule``, ``class_path: ImageLogger``): the project's packages are imported
+before the parser is built, so jsonargparse knows their subclasses.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib
 import io
+import logging
 import netrc
 import os
+import pkgutil
 import sys
 import warnings
 from pathlib import Path
@@ -27,21 +35,144 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from callbacks.loss_curves import LossCurves
 from callbacks.run_config_snapshot import RunConfigSnapshot, config_differences
+from callbacks.run_announcement import RunAnnouncement
 from callbacks.slurm_requeue import SlurmRequeue
+from callbacks.step_metrics import StepOnlyMetrics
 from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
 from slurm.run_identity import SlurmTaskMismatchError, keep_previous_metrics, pin_slurm_run, slurm_job_tag
 
 __all__ = [
-    "ConfigError", "RestoreLabCLI", "RunConfigSnapshot", "SlurmTaskMismatchError", "cli_main", "config_differences",
-    "configure_wandb_mode", "keep_previous_metrics", "parse_config", "pin_slurm_run", "slurm_job_tag",
+    "ConfigError", "MissingExtraError", "RestoreLabCLI", "RunConfigSnapshot", "SlurmTaskMismatchError", "cli_main",
+    "config_differences", "configure_wandb_mode", "keep_previous_metrics", "parse_config", "pin_slurm_run",
+    "slurm_job_tag",
 ]
+
+#: Packages whose modules are imported before the parser is built, so that jsonargparse resolves the
+#: short names of their classes (``--model C2FDiffusionModule``) and lists them as known subclasses.
+PROJECT_PACKAGES = ("lightning_modules", "datamodules", "callbacks", "inpainters", "ripple", "evaluation")
+
+DESCRIPTION = """\
+restorelab: train and evaluate image-restoration models with PyTorch Lightning:
+C2F diffusion inpainting with latent category guidance (LCG), and HFGI GAN-inversion
+editing with ripple removal. Every job is a subcommand plus --config files (composed
+left to right); --model.init_args.x=v overrides one value, --print_config shows the result.
+
+jobs (main configs):
+  fit       train: configs/quickstart.yaml (1-minute CPU demo), configs/lcg/tiny.yaml and
+            configs/lcg/places2_256.yaml (LCG pretraining), configs/c2f/tiny.yaml and
+            configs/c2f/{places2,ffhq,celebahq}.yaml (C2F diffusion), configs/hfgi/tiny.yaml
+            and configs/hfgi/ffhq_1024.yaml (HFGI)
+  validate  the validation losses of a checkpoint: a fit config + --ckpt_path runs/.../last.ckpt
+  test      evaluations: configs/eval/places2_mat_large.yaml (FID/LPIPS on MAT masks),
+            configs/eval/tiny_synthetic.yaml, configs/ripple/tiny.yaml and
+            configs/ripple/ffhq_full.yaml (ripple removal after pose edits)
+  predict   inpaint a folder: configs/c2f/tiny.yaml --config configs/c2f/predict.yaml
+            --ckpt_path ...; HFGI edits: configs/hfgi/ffhq_1024.yaml --ckpt_path ...
+
+Add --config configs/logger/{csv,tensorboard,wandb}.yaml to choose the logger. Each run
+prints its directory (runs/<name>/<version>: config.yaml, metrics.csv, checkpoints/).
+Options of a job: python -m main fit --help; of a class: python -m main fit
+--model.help C2FDiffusionModule (also --data.help ShardDataModule). See README.md."""
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help formatter that keeps the line breaks of the descriptions."""
+
+
+class RestoreLabArgumentParser(LightningArgumentParser):
+    """The CLI's parser: usage lines say ``python -m main`` (also in ``--model.help CLASS``), descriptions keep their layout."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("prog", "python -m main")
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class MissingExtraError(RuntimeError):
+    """The config uses a component of an optional extra that is not installed (names the pip command)."""
+
+
+def import_project_classes(packages: tuple[str, ...] = PROJECT_PACKAGES) -> None:
+    """Import every module of ``packages`` (so their classes are known by their short names).
+
+    A module that needs a third-party package which is not installed (an optional extra) is
+    skipped: its classes then need their full class path, whose import names the missing package.
+
+    Args:
+        packages: Top-level package names of the project.
+    """
+    for name in packages:
+        package = importlib.import_module(name)
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("_"):
+                continue
+            try:
+                importlib.import_module(f"{name}.{info.name}")
+            except ModuleNotFoundError as err:
+                if err.name is None or err.name.split(".")[0] in packages:
+                    raise
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+_LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
+
+
+def silence_third_party_notices(environ: dict[str, str] | None = None) -> None:
+    """Hide three notices that say nothing about the run; every other warning stays.
+
+    Lightning's litlogger advertisement, torch's ``LeafSpec`` deprecation (raised inside
+    Lightning), and Lightning's "`srun` is available but not used" hint when no Slurm job is
+    running (``SLURM_JOB_ID`` unset).
+    """
+    env = os.environ if environ is None else environ
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) and f.prefix == _LITLOGGER_TIP for f in log.filters):
+            log.addFilter(_DropMessage(_LITLOGGER_TIP))
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    if not env.get("SLURM_JOB_ID"):
+        warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
+
+
+def _logger_class_paths(cfg: Namespace) -> list[str]:
+    loggers = cfg.get("trainer", Namespace()).get("logger")
+    entries = loggers if isinstance(loggers, (list, tuple)) else [loggers]
+    return [str(e.get("class_path")) for e in entries if isinstance(e, (Namespace, dict)) and e.get("class_path")]
+
+
+def check_wandb_installed(cfg: Namespace) -> None:
+    """Fail with the install command when a W&B logger is configured but ``wandb`` is not importable.
+
+    Raises:
+        MissingExtraError: names the logger class and ``pip install -e ".[wandb]"``.
+    """
+    wandb_loggers = [p for p in _logger_class_paths(cfg) if p.rsplit(".", 1)[-1] == "WandbLogger"]
+    if not wandb_loggers:
+        return
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise MissingExtraError(
+            f"trainer.logger is {wandb_loggers[0]} (e.g. from configs/logger/wandb.yaml), but the wandb package is not "
+            'installed. Install the W&B extra: pip install -e ".[wandb]" (or pip install wandb), or log to CSV / '
+            "TensorBoard instead: --config configs/logger/csv.yaml or --config configs/logger/tensorboard.yaml."
+        ) from None
 
 
 def configure_wandb_mode(environ: dict[str, str] | None = None) -> str | None:
@@ -96,8 +227,9 @@ class RestoreLabCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision("high")
-        configure_wandb_mode()
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        check_wandb_installed(cfg)
+        configure_wandb_mode()
         job_tag = slurm_job_tag()
         if job_tag is not None and SLURMEnvironment.detect():
             self._check_slurm_tasks(cfg)
@@ -171,6 +303,7 @@ class RestoreLabCLI(LightningCLI):
 
 
 def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
+    import_project_classes()
     return dict(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
@@ -182,9 +315,11 @@ def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
                 "init_args": {"save_dir": "runs", "name": "default"},
             },
             "log_every_n_steps": 10,
-            "callbacks": [WandbCheckpointRecord(), SlurmRequeue()],
+            "callbacks": [WandbCheckpointRecord(), SlurmRequeue(), RunAnnouncement(), StepOnlyMetrics(), LossCurves()],
         },
         save_config_callback=RunConfigSnapshot,
+        parser_class=RestoreLabArgumentParser,
+        parser_kwargs={"description": DESCRIPTION},
         auto_configure_optimizers=False,
         args=args,
         run=run,
@@ -202,6 +337,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
     Returns:
         The CLI object (``.config``, ``.model``, ``.datamodule``, ``.trainer``).
     """
+    silence_third_party_notices()
     return RestoreLabCLI(**_cli_kwargs(args, run))
 
 
@@ -254,6 +390,6 @@ def parse_config(args: list[str]) -> Namespace:
 if __name__ == "__main__":
     try:
         cli_main()
-    except SlurmTaskMismatchError as error:
+    except (SlurmTaskMismatchError, MissingExtraError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
