@@ -9,6 +9,7 @@ Scripts (each prints a table and saves ``benchmarks/results/<name>.json``):
 | stylegan2 | ``benchmarks/stylegan2.py`` | StyleGAN2 / HFGI forward time |
 | shard_loading | ``benchmarks/shard_loading.py`` | WebDataset shard loading vs raw image decoding |
 | train_throughput | ``benchmarks/train_throughput.py`` | training images/s and peak memory per module, fp32 / bf16, eager / compile |
+| gpu_check | ``benchmarks/gpu_check.py`` | GPU only: full-size training (images/s, peak memory, MFU), 1024 inpainting, attention, generators, DDP |
 
     python benchmarks/run_all.py                          # run them all, then write BENCHMARKS.md
     python benchmarks/run_all.py --only attention --args attention="--sides 32 64"
@@ -16,7 +17,9 @@ Scripts (each prints a table and saves ``benchmarks/results/<name>.json``):
 
 The commands that produced each JSON file and the machine they ran on are kept in
 ``benchmarks/results/run_all.json`` and repeated in BENCHMARKS.md. Figures are never typed by hand:
-BENCHMARKS.md is generated from the JSON files.
+BENCHMARKS.md is generated from the JSON files. ``gpu_check`` runs only where CUDA is available (it
+is skipped otherwise); its section of BENCHMARKS.md is rendered from ``benchmarks/results/gpu_check.json``
+(GPU, versions, date and command are in that file) and says so when no GPU run has been made yet.
 """
 from __future__ import annotations
 
@@ -41,13 +44,16 @@ SCRIPTS = {
     "stylegan2": "benchmarks/stylegan2.py",
     "shard_loading": "benchmarks/shard_loading.py",
     "train_throughput": "benchmarks/train_throughput.py",
+    "gpu_check": "benchmarks/gpu_check.py",
 }
+GPU_ONLY = {"gpu_check"}
 DESCRIPTIONS = {
     "attention": "Self-attention layer: linear vs softmax over token counts",
     "c2f_sampling": "Three-stage C2F sampling latency per image (batched CFG vs two forwards)",
     "stylegan2": "StyleGAN2 / HFGI forward time",
     "shard_loading": "Shard loading throughput vs raw decode",
     "train_throughput": "Training throughput and peak memory per module (fp32 / bf16, eager / torch.compile)",
+    "gpu_check": "GPU validation run: full-size training (images/s, peak memory, MFU), three-stage 1024 inpainting, attention, generators, DDP",
 }
 
 
@@ -74,6 +80,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_scripts(names: list[str], extra: dict[str, str]) -> dict[str, Any]:
     """Run the named scripts one after another; returns their command, status and duration."""
     meta = json.loads(META.read_text()) if META.is_file() else {"runs": {}}
@@ -84,6 +96,9 @@ def run_scripts(names: list[str], extra: dict[str, str]) -> dict[str, Any]:
         if not script.is_file():
             print(f"[{name}] {SCRIPTS[name]} does not exist: skipped", flush=True)
             meta["runs"][name] = {"command": shown, "status": "script missing"}
+            continue
+        if name in GPU_ONLY and not _cuda_available():
+            print(f"[{name}] no CUDA device: skipped (its earlier results, if any, are kept)", flush=True)
             continue
         print(f"[{name}] {shown}", flush=True)
         start = time.time()
@@ -146,6 +161,136 @@ def render_result(name: str, data: Any) -> str:
     return "\n\n".join(out)
 
 
+GPU_CHECK_COMMAND = "timeout 480 python benchmarks/gpu_check.py --budget-s 390"
+
+
+def _status_note(record: dict[str, Any]) -> str:
+    if record.get("status") == "failed":
+        err = record.get("error", {})
+        return f"failed: {err.get('type')}: {str(err.get('message', ''))[:160]}"
+    if record.get("status") == "skipped":
+        return f"skipped: {record.get('reason')}"
+    return str(record.get("status"))
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def render_gpu_check(data: dict[str, Any]) -> str:
+    """The GPU section of BENCHMARKS.md from ``gpu_check.json`` (figures as measured; ratios of measured figures)."""
+    items: dict[str, dict[str, Any]] = data.get("items", {})
+    counts = {s: sum(r.get("status") == s for r in items.values()) for s in ("ok", "failed", "skipped")}
+    peak = data.get("peak_bf16_tflops")
+    out = [
+        f"GPU: {data.get('gpu')}; torch {data.get('torch')}, CUDA {data.get('cuda')}, cuDNN {data.get('cudnn')}; "
+        f"run {data.get('date')}, {_cell(data.get('elapsed_s'))} s (budget {_cell(data.get('budget_s'))} s); "
+        f"{counts['ok']} items ok, {counts['failed']} failed, {counts['skipped']} skipped.",
+        f"Command: `{data.get('command')}`",
+        f"MFU = counted FLOPs / measured time / {peak if peak else '?'} TFLOP/s (dense bf16 peak, {data.get('peak_source')}).",
+    ]
+    train = [(k, r) for k, r in items.items() if k.startswith("train/")]
+    if train:
+        rows = []
+        for key, r in train:
+            ok = r.get("status") == "ok"
+            rows.append({
+                "cell": key[len("train/"):], "config": r.get("config"), "batch": r.get("batch"),
+                "images/s": r.get("images_per_s"), "ms/step": r.get("ms_per_step"),
+                "peak memory GiB": r.get("peak_memory_gib"), "TFLOP/step": _scaled(r.get("flops_per_step"), 1e-12),
+                "TFLOP/s": r.get("tflops_per_s"), "MFU %": _scaled(r.get("mfu"), 100), "status": "ok" if ok else _status_note(r),
+            })
+        out.append("Training, full-size configs through `python -m main fit` (median step after warm-up; FLOPs of one "
+                   "step counted with FlopCounterMode, gradient-checkpointing recomputation included):\n\n" + table(rows))
+    inp = items.get("inpaint/c2f_1024")
+    if inp is not None:
+        if inp.get("status") != "ok":
+            out.append(f"Three-stage inpainting: {_status_note(inp)}")
+        else:
+            b1 = inp["batch1"]
+            rows = [{"batch": 1, "CFG": mode, "s/image": b1[mode]["seconds_per_image"], "peak GiB above weights": b1[mode]["peak_memory_gib"],
+                     "MFU %": _scaled(b1[mode]["mfu"], 100)} for mode in ("batched", "two_forward")]
+            for mode, r in inp.get("at_max_batch", {}).items():
+                rows.append({"batch": inp["max_batch"], "CFG": mode, "s/image": r.get("seconds_per_image"),
+                             "peak GiB above weights": r.get("peak_memory_gib"), "MFU %": _scaled(r.get("mfu"), 100),
+                             "note": None if "seconds" in r else r.get("reason") or r.get("status")})
+            out.append(
+                f"Three-stage C2F inpainting ({'/'.join(map(str, inp['stage_sizes']))} px, {'/'.join(map(str, inp['steps']))} DDIM "
+                f"steps, {inp['dtype']}): **{_cell(inp['seconds_per_image_batch1'])} s per {inp['size']} px image** at batch 1 "
+                f"(batched CFG); two forwards / batched CFG time: {_cell(inp['cfg_two_forward_over_batched_batch1'])} at batch 1"
+                + (f", {_cell(inp['cfg_two_forward_over_batched_max_batch'])} at batch {inp['max_batch']}"
+                   if "cfg_two_forward_over_batched_max_batch" in inp else "")
+                + f". Largest batch: {inp['max_batch']} ({inp['max_batch_search']}). FLOPs per image "
+                f"{_cell(_scaled(inp['flops_per_image'], 1e-12))} T ({inp['flops_method']}).\n\n" + table(rows)
+            )
+    att = items.get("attention")
+    if att is not None:
+        if att.get("status") != "ok":
+            out.append(f"Attention: {_status_note(att)}")
+        else:
+            rows = []
+            for ratio in att["ratios"]:
+                by_kind = {r["kind"]: r for r in att["rows"] if r["pass"] == ratio["pass"] and r["side"] == ratio["side"]}
+
+                def ms(kind: str) -> Any:
+                    r = by_kind[kind]
+                    return "OOM" if r["status"] == "OOM" else r["ms"]
+
+                def mib(kind: str) -> Any:
+                    r = by_kind[kind]
+                    return "OOM" if r["status"] == "OOM" else r["peak_mib"]
+
+                rows.append({"pass": ratio["pass"], "tokens": f"{ratio['side']}^2", "linear ms": ms("linear"),
+                             "SDPA ms": ms("softmax_sdpa"), "softmax matrix ms": ms("softmax_matmul"),
+                             "SDPA / linear": ratio["sdpa_over_linear"], "linear MiB": mib("linear"),
+                             "SDPA MiB": mib("softmax_sdpa"), "softmax matrix MiB": mib("softmax_matmul")})
+            out.append(f"One GatedLinearAttention layer ({att['channels']} channels, {att['heads']} heads, batch {att['batch']}, "
+                       f"{att['dtype']}; MiB: peak above what the call started with):\n\n" + table(rows))
+    gens = []
+    sg = items.get("generators/stylegan2_hfgi")
+    if sg is not None:
+        if sg.get("status") == "ok":
+            gens += [{"network": f"StyleGAN2 {sg['size']} (no fusion)", "ms/image": sg["stylegan2_ms"]},
+                     {"network": f"StyleGAN2 {sg['size']} + HFGI fusion (layer {sg['fusion_layer']})", "ms/image": sg["stylegan2_fused_ms"],
+                      "peak MiB above weights": sg["stylegan2_fused_peak_mib"]},
+                     {"network": "HFGI reconstruction (e4e + G + ADA + E_c + fused G)", "ms/image": sg["hfgi_reconstruct_ms"],
+                      "peak MiB above weights": sg["hfgi_reconstruct_peak_mib"]}]
+        else:
+            gens.append({"network": "StyleGAN2 / HFGI", "status": _status_note(sg)})
+    lama = items.get("generators/big_lama")
+    if lama is not None:
+        if lama.get("status") == "ok":
+            gens += [{"network": f"big-lama {r['size']} px", "ms/image": r["ms"], "peak MiB above weights": r["peak_mib"]} for r in lama["rows"]]
+        else:
+            gens.append({"network": "big-lama", "status": _status_note(lama)})
+    if gens:
+        out.append("Generators (fp32, batch 1, random weights of the official architectures):\n\n" + table(gens))
+    ddp = items.get("ddp")
+    if ddp is not None:
+        if ddp.get("status") == "ok":
+            out.append(f"DDP: `python -m main fit` with `--trainer.strategy=ddp` on one GPU ({ddp['config']}): ok, backend "
+                       f"{ddp['backend']}, {ddp['steps']} steps, {_cell(ddp['wall_s'])} s wall.")
+        else:
+            out.append(f"DDP: {_status_note(ddp)}")
+    failed = [(k, r) for k, r in items.items() if r.get("status") == "failed"]
+    if failed:
+        out.append("Failures (tracebacks in the JSON):\n\n" + "\n".join(
+            f"- `{k}`: {r['error']['type']}: {str(r['error']['message'])[:300]}" for k, r in failed))
+    return "\n\n".join(out)
+
+
+def gpu_section(path: Path) -> str:
+    """The body of the gpu_check section: the rendered results, or a note that no GPU run exists yet."""
+    how = (f"On a GPU machine run `{GPU_CHECK_COMMAND}`, then `python benchmarks/run_all.py --report-only` "
+           "(see the docstring of `benchmarks/gpu_check.py`).")
+    if not path.is_file():
+        return f"No GPU run has been made yet (`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` does not exist). {how}"
+    data = json.loads(path.read_text())
+    if data.get("dry_run") or not data.get("gpu"):
+        return f"`{path.name}` holds a CPU dry run, not GPU figures: no GPU run has been made yet. {how}"
+    return render_gpu_check(data)
+
+
 def write_markdown(path: Path) -> Path:
     """BENCHMARKS.md from ``benchmarks/results/*.json`` and the run metadata."""
     meta = json.loads(META.read_text()) if META.is_file() else {"runs": {}}
@@ -158,12 +303,21 @@ def write_markdown(path: Path) -> Path:
         "and the machine it ran on.",
         "",
     ]
-    gpus = {r.get("machine", {}).get("gpu") for r in meta["runs"].values() if isinstance(r, dict)}
+    gpus = {r.get("machine", {}).get("gpu") for name, r in meta["runs"].items() if isinstance(r, dict) and name not in GPU_ONLY}
+    gpu_json = RESULTS / "gpu_check.json"
+    gpu_run = json.loads(gpu_json.read_text()) if gpu_json.is_file() else None
+    if gpu_run is not None and (gpu_run.get("dry_run") or not gpu_run.get("gpu")):
+        gpu_run = None
     if not any(gpus):
+        if gpu_run:
+            lead = (f"**GPU figures are only in the gpu_check section** ({gpu_run['gpu']}, {gpu_run['date']}); every other "
+                    "figure below comes from a CPU machine")
+        else:
+            lead = "**No GPU was available during this work**: every figure below comes from a CPU machine"
         lines += [
-            "**No GPU was available during this work**: every figure below comes from a CPU machine "
-            "(tiny / small sizes). The scripts take `--device cuda` and larger sizes on a GPU machine; "
-            "run `python benchmarks/run_all.py` there to add GPU figures.",
+            f"{lead} (tiny / small sizes). The scripts take `--device cuda` and larger sizes on a GPU machine; "
+            f"run `python benchmarks/run_all.py` there to add GPU figures (`{GPU_CHECK_COMMAND}` is the prepared GPU run"
+            f"{'' if gpu_run else '; no GPU run has been made yet'}).",
             "",
         ]
     loads = [r["machine"]["load_average_1m"] for r in meta["runs"].values() if isinstance(r, dict) and "machine" in r]
@@ -178,6 +332,9 @@ def write_markdown(path: Path) -> Path:
         result = RESULTS / f"{name}.json"
         run = meta["runs"].get(name, {})
         lines += [f"## {name}: {DESCRIPTIONS[name]}", ""]
+        if name == "gpu_check":
+            lines += [gpu_section(result), ""]
+            continue
         if not result.is_file():
             status = run.get("status", "not run")
             lines += [f"No results (`{SCRIPTS[name]}`: {status}).", ""]
