@@ -842,25 +842,25 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_float32_matmul_precision("high")  # as the CLI does on CUDA
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
     peak = args.peak_tflops if args.peak_tflops is not None else peak_bf16_tflops(gpu)
-    own_work = args.work_dir is None
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu_check_"))
-    ctx = Context(dry_run=args.dry_run, device=device, work=work, start=time.monotonic(), budget_s=args.budget_s,
-                  peak_tflops=peak, isolate=args.isolate, warmup=args.warmup, steps=args.steps, max_batch=args.max_batch,
-                  inpaint_size=args.inpaint_size, attention_sides=args.attention_sides, repeats=args.repeats,
-                  argv=_settings_argv(args))
     items = items_for(args.dry_run)
-
-    if args._item:  # an isolated item (run_isolated): run it here and hand the figures back
-        item = next((i for i in items if i.id == args._item), None)
-        if item is None:
-            raise SystemExit(f"gpu_check: unknown item {args._item!r}")
-        write_json(Path(args._item_out), item.run(ctx))
-        return 0
-
     for pattern in args.only or []:
         if not any(selected(i.id, [pattern]) for i in items):
             print(f"gpu_check: --only {pattern!r} matches no item of this run; items: {', '.join(i.id for i in items)}", file=sys.stderr)
             return 2
+
+    def context(work: Path) -> Context:
+        return Context(dry_run=args.dry_run, device=device, work=work, start=time.monotonic(), budget_s=args.budget_s,
+                       peak_tflops=peak, isolate=args.isolate, warmup=args.warmup, steps=args.steps, max_batch=args.max_batch,
+                       inpaint_size=args.inpaint_size, attention_sides=args.attention_sides, repeats=args.repeats,
+                       argv=_settings_argv(args))
+
+    if args._item:  # an isolated item (run_isolated): run it here and hand the figures back
+        item = next((i for i in items if i.id == args._item), None)
+        if item is None or not args.work_dir or not args._item_out:
+            raise SystemExit(f"gpu_check: --_item needs a known item id, --work-dir and --_item-out (got {args._item!r})")
+        write_json(Path(args._item_out), item.run(context(Path(args.work_dir))))
+        return 0
+
     from benchmarks.run_all import machine
 
     out = Path(args.out)
@@ -888,6 +888,9 @@ def main(argv: list[str] | None = None) -> int:
                      "attention_sides": args.attention_sides, "inpaint_size": args.inpaint_size, "isolate": args.isolate},
         "items": {},
     }
+    own_work = args.work_dir is None
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu_check_"))
+    ctx = context(work)
     print(f"gpu_check{' (dry run, CPU)' if args.dry_run else ''}: {gpu or 'cpu'}, torch {torch.__version__}, "
           f"CUDA {torch.version.cuda}, peak {peak} TFLOP/s ({info['peak_source']}), budget {args.budget_s:.0f} s; work dir {work}",
           flush=True)
