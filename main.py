@@ -37,16 +37,23 @@ from urllib.parse import urlparse
 import torch
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from callbacks.checkpoint_io import SafeCheckpointIO
+from callbacks.data_health import SkippedSampleMonitor
+from callbacks.finite_loss_guard import FiniteLossGuard, NonFiniteLossError
+from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.loss_curves import LossCurves
 from callbacks.run_config_snapshot import RunConfigSnapshot, config_differences
 from callbacks.run_announcement import RunAnnouncement
 from callbacks.slurm_requeue import SlurmRequeue
 from callbacks.step_metrics import StepOnlyMetrics
 from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
+from cli.checkpoint_args import apply_checkpoint_hparams, explicit_model_keys, resolve_ckpt_path, run_dir_from_config
+from networks.checkpoints import CheckpointError, trust_checkpoint
 from slurm.run_identity import SlurmTaskMismatchError, keep_previous_metrics, pin_slurm_run, slurm_job_tag
 
 __all__ = [
@@ -205,8 +212,13 @@ def configure_wandb_mode(environ: dict[str, str] | None = None) -> str | None:
 class RestoreLabCLI(LightningCLI):
     """LightningCLI with the project's defaults.
 
-    Checkpoints (last + best on ``val/loss``), LR monitor, a run directory per run with the config
-    snapshot, SLURM-stable run identity (requeue resumes), W&B offline without an API key.
+    Checkpoints: ``checkpoints/last.ckpt`` always holds the newest state (``last_checkpoint``:
+    after every validation, at the end, every ``every_n_minutes`` / ``every_n_train_steps``) and
+    ``checkpoints/best-*.ckpt`` the best on ``val/loss`` (``checkpoint``); every save is atomic and
+    every load weights-only (``SafeCheckpointIO``); a non-finite loss stops the run before it reaches
+    the weights. ``--ckpt_path`` is resolved and checked before anything is built
+    (:mod:`cli.checkpoint_args`). Also: LR monitor, a run directory per run with the config
+    snapshot (earlier ``metrics.csv`` kept), SLURM-stable run identity, W&B offline without an API key.
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -215,14 +227,40 @@ class RestoreLabCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # last.ckpt is written by last_checkpoint, whatever val/loss does
                 "checkpoint.save_top_k": 1,
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.filename": "best-{epoch:03d}-{step:07d}",
             }
         )
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.every_n_minutes": 30.0})
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_argument(
+            "--trust_checkpoint", type=list[str] | None, default=None,
+            help="Checkpoint files that may be fully unpickled (legacy files that pickle objects; runs any code in them)",
+        )
+
+    def parse_arguments(self, parser, args) -> None:
+        self._command_line = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path`` (``last`` / ``best`` / a file), refuse another module's checkpoint, and build
+        the model from its hyper-parameters with the command line's explicit options on top."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        cfg = self.config[subcommand]
+        for path in cfg.get("trust_checkpoint") or []:
+            trust_checkpoint(path)
+        resolved = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+        cfg.ckpt_path = resolved
+        if resolved is not None and Path(resolved).is_file():
+            self.config = apply_checkpoint_hparams(
+                self.parser, self.config, subcommand, resolved, explicit_model_keys(getattr(self, "_command_line", []))
+            )
 
     def before_instantiate_classes(self) -> None:
         if torch.cuda.is_available():
@@ -231,12 +269,15 @@ class RestoreLabCLI(LightningCLI):
         check_wandb_installed(cfg)
         configure_wandb_mode()
         job_tag = slurm_job_tag()
+        first_process = all(os.environ.get(k, "0") == "0" for k in ("SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"))
         if job_tag is not None and SLURMEnvironment.detect():
             self._check_slurm_tasks(cfg)
             run_dir = pin_slurm_run(cfg, job_tag, os.environ.get("SLURM_CLUSTER_NAME"))
             self._resume_after_node_failure(cfg, run_dir)
-            if run_dir is not None and os.environ.get("SLURM_PROCID", "0") == "0":
-                keep_previous_metrics(run_dir)
+        else:
+            run_dir = run_dir_from_config(cfg)[0]
+        if run_dir is not None and first_process and self.subcommand == "fit":
+            keep_previous_metrics(run_dir)  # a rerun into the same directory never deletes earlier metrics
 
     def _resume_after_node_failure(self, cfg: Namespace, run_dir: Path | None) -> None:
         """A job requeued without SIGUSR1 (node failure, preemption) has no hpc checkpoint: resume
@@ -284,13 +325,15 @@ class RestoreLabCLI(LightningCLI):
             )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        if SlurmRequeue.job_id() is not None:
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(SafeCheckpointIO())  # atomic saves, weights-only loads
+        if SlurmRequeue.job_id() is not None and not any(isinstance(p, ClusterEnvironment) for p in plugins):
             # SIGUSR1 is handled by the SlurmRequeue callback at a step boundary all ranks agree on,
             # not by Lightning inside the signal handler (which can deadlock DDP ranks).
-            plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
-            plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-            if not any(isinstance(p, ClusterEnvironment) for p in plugins):
-                kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False)]
+            plugins.append(SLURMEnvironment(auto_requeue=False))
+        kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -315,7 +358,10 @@ def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
                 "init_args": {"save_dir": "runs", "name": "default"},
             },
             "log_every_n_steps": 10,
-            "callbacks": [WandbCheckpointRecord(), SlurmRequeue(), RunAnnouncement(), StepOnlyMetrics(), LossCurves()],
+            "callbacks": [
+                WandbCheckpointRecord(), SlurmRequeue(), RunAnnouncement(), StepOnlyMetrics(), LossCurves(),
+                FiniteLossGuard(), SkippedSampleMonitor(),
+            ],
         },
         save_config_callback=RunConfigSnapshot,
         parser_class=RestoreLabArgumentParser,
@@ -390,6 +436,9 @@ def parse_config(args: list[str]) -> Namespace:
 if __name__ == "__main__":
     try:
         cli_main()
-    except (SlurmTaskMismatchError, MissingExtraError) as error:
+    except (SlurmTaskMismatchError, MissingExtraError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

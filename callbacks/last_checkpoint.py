@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_debug, rank_zero_info
 
 from callbacks.run_directory import run_directory
 
@@ -69,10 +69,10 @@ class LastCheckpoint(Callback):
                 f"step {trainer.global_step}: the model has NaN or Inf weights; not overwriting {self.path}, which keeps "
                 f"step {max(self._last_saved_step, 0)}. Resume from it with a lower learning rate or gradient clipping."
             )
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._last_saved_step = trainer.global_step
         self._last_time = time.monotonic()
-        rank_zero_info(f"saved {self.path} at step {trainer.global_step} ({why})")
+        (rank_zero_info if why == "end of training" else rank_zero_debug)(f"saved {self.path} at step {trainer.global_step} ({why})")
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step

@@ -7,6 +7,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.run_directory import run_directory
 
 
@@ -39,6 +40,9 @@ class WandbCheckpointRecord(Callback):
             score = checkpoint.best_model_score
             record["checkpoints/best_score"] = float(score) if score is not None else None
             record["checkpoints/last"] = checkpoint.last_model_path or None
+        last = next((cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
+        if last is not None and last.path is not None and last.path.is_file():
+            record["checkpoints/last"] = str(last.path)
         for run in runs:
             run.summary.update(record)
 

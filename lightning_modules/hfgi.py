@@ -17,12 +17,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from PIL import Image
 
 from lightning_modules.loss_term_host import LossTermHost
 from networks.hfgi.editing import load_directions
 from networks.hfgi.pipeline import HFGIPipeline, resize_images
+from optim.ranger import Ranger
+from optim.schedules import optimizers_and_schedule
 
 __all__ = ["HFGIModule"]
 
@@ -82,10 +84,15 @@ class HFGIModule(LossTermHost, LightningModule):
             the frozen encoder stays in eval mode.
         predict_dir: folder ``predict`` writes ``<name>/<degree>/<key>.png`` and
             ``reconstruction/<key>.png`` into.
-        optimizer: optimizer for E_c + ADA; None = ``optim.Ranger(lr=1e-4)`` (official).
+        optimizer: optimizer factory for E_c + ADA (``OptimizerCallable``); the official setting is
+            ``optim.Ranger`` with ``lr: 0.0001`` (configs/hfgi/ffhq_1024.yaml).
+        lr_scheduler: learning-rate schedule factory (``LRSchedulerCallable``), stepped every optimizer
+            step; None = constant (HFGI trains at a constant rate).
     """
 
     loss_term_inputs = frozenset({"x0_pred", "target"})
+    #: options that only initialise weights from official files; a Lightning checkpoint of this module holds them
+    weight_init_args = ("e4e_checkpoint", "stylegan2_checkpoint", "hfgi_checkpoint")
 
     def __init__(
         self,
@@ -114,10 +121,11 @@ class HFGIModule(LossTermHost, LightningModule):
         train_randomize_noise: bool = True,
         encoder_bn_drift: bool = False,
         predict_dir: str = "predictions/hfgi",
-        optimizer: OptimizerCallable | None = None,
+        optimizer: OptimizerCallable = Ranger,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         for name, value in (("l2_weight", l2_weight), ("lpips_weight", lpips_weight), ("id_weight", id_weight), ("align_weight", align_weight)):
             if value < 0:
                 raise ValueError(f"HFGIModule: {name} must be >= 0, got {value}")
@@ -152,7 +160,7 @@ class HFGIModule(LossTermHost, LightningModule):
         import kornia.augmentation as K
 
         self.warp = K.RandomPerspective(distortion_scale=warp_distortion, p=warp_p)
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.train()  # Lightning keeps the modes set here: frozen parts start (and stay) in eval mode
 
     # ------------------------------------------------------------------ setup
@@ -280,11 +288,7 @@ class HFGIModule(LossTermHost, LightningModule):
         return written
 
     # ------------------------------------------------------------------ optim
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> Any:
         params = list(self.pipeline.consultation.parameters()) + list(self.pipeline.aligner.parameters())
-        if self.optimizer_factory is None:
-            from optim import Ranger
-
-            return Ranger(params, lr=1e-4)
-        return self.optimizer_factory(params)
+        return optimizers_and_schedule(params, self.optimizer_factory, self.lr_scheduler_factory)
 

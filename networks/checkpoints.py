@@ -394,6 +394,7 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
         raise CheckpointError(f"cannot create the checkpoint directory {directory}: {err.strerror}") from None
     if path.is_dir():
         raise CheckpointError(f"cannot write {path}: a directory of that name exists")
+    _remove_stale_temporaries(directory, path.name)
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -418,3 +419,17 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
     except OSError:  # some filesystems cannot fsync a directory; the rename itself is atomic
         pass
     return path
+
+
+def _remove_stale_temporaries(directory: Path, name: str) -> None:
+    """Delete ``.<name>.tmp-<pid>`` files left by writer processes that died mid-save (``kill -9``)."""
+    for tmp in directory.glob(f".{name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            if pid == os.getpid():
+                continue
+            os.kill(pid, 0)  # still running: its save is in progress
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, PermissionError, OSError):
+            continue

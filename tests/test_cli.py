@@ -66,7 +66,9 @@ def test_print_config_prints_the_resolved_config(tmp_path):
     proc = run_main(["fit", "--config", str(TINY_CONFIG), "--model.init_args.l1_weight=0.25", "--print_config"], cwd=tmp_path, timeout=120)
     printed = yaml.safe_load(proc.stdout)
     assert printed["model"]["init_args"]["l1_weight"] == 0.25
-    assert printed["checkpoint"]["monitor"] == "val/loss" and printed["checkpoint"]["save_last"] is True
+    # best-on-val/loss by ModelCheckpoint; last.ckpt (newest state) by LastCheckpoint, independent of val/loss
+    assert printed["checkpoint"]["monitor"] == "val/loss" and printed["checkpoint"]["save_last"] is False
+    assert printed["last_checkpoint"]["every_n_minutes"] == 30.0 and printed["last_checkpoint"]["on_validation_end"] is True
 
 
 @pytest.mark.parametrize(

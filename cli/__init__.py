@@ -1,0 +1,1 @@
+"""Pieces of the command line that main.py wires into LightningCLI (kept out of main.py so each is one concept)."""

@@ -1,0 +1,176 @@
+"""What ``--ckpt_path`` means, decided before anything is built.
+
+``python -m main {fit,validate,test,predict} --config X --ckpt_path P``:
+
+* ``P = last`` / ``best``: the run directory of this command (``save_dir/name/version`` of its
+  logger) is searched for ``checkpoints/last.ckpt`` / ``checkpoints/best-*.ckpt``. Nothing there is
+  an error that names the directory searched and lists the earlier runs that have one (Lightning
+  itself starts from scratch with a misleading hint).
+* The file is read safely (:func:`networks.checkpoints.read_checkpoint`); a damaged one is an
+  error naming it.
+* A checkpoint written by another LightningModule class than the one the config builds is refused
+  (Lightning would silently swap the model class).
+* The model is built from the checkpoint's hyper-parameters (its architecture), except for the
+  options given explicitly on the command line (``--model.init_args.x=v``), which win; every
+  difference is reported. Options that only initialise weights from other files
+  (``weight_init_args`` of the module class, e.g. ``init_checkpoint``) are not re-read: the
+  checkpoint holds all the weights.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from jsonargparse import Namespace
+
+from callbacks.checkpoint_io import LIGHTNING_FORMAT
+from networks.checkpoints import CheckpointError, read_checkpoint
+
+__all__ = ["CkptPathError", "explicit_model_keys", "run_dir_from_config", "resolve_ckpt_path", "apply_checkpoint_hparams"]
+
+
+class CkptPathError(CheckpointError):
+    """``--ckpt_path`` names no usable checkpoint, or one of another module."""
+
+
+def explicit_model_keys(args: Sequence[str]) -> set[str]:
+    """Model options given on the command line (``--model.init_args.x=v`` / ``--model.x v``), as ``x``."""
+    keys = set()
+    for token in args:
+        match = re.match(r"--model\.(?:init_args\.)?([A-Za-z_][\w.]*)", token)
+        if match and match.group(1) not in ("help", "class_path"):
+            keys.add(match.group(1).split(".")[0])
+    return keys
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Namespace):
+        return {k: _plain(v) for k, v in value.as_dict().items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def run_dir_from_config(cfg: Namespace) -> tuple[Path | None, list[Path]]:
+    """The run directory a command will use, and the sibling run directories of its logger.
+
+    For CSV / TensorBoard loggers: ``save_dir/name/version`` (``version_<next>`` when no version is
+    set, as Lightning picks it); without a logger: ``trainer.default_root_dir``. ``None`` when it
+    cannot be known before the logger exists (e.g. W&B without a run id).
+    """
+    trainer_cfg = cfg.get("trainer") or Namespace()
+    logger = trainer_cfg.get("logger")
+    entry = (logger[0] if logger else None) if isinstance(logger, list) else logger
+    if entry in (None, False) or not isinstance(entry, Namespace):
+        root = trainer_cfg.get("default_root_dir")
+        return (Path(root) if root else None), []
+    class_path = str(entry.get("class_path", ""))
+    args = entry.get("init_args") or Namespace()
+    if not class_path.endswith(("CSVLogger", "TensorBoardLogger")):
+        return None, []
+    parent = Path(args.get("save_dir") or trainer_cfg.get("default_root_dir") or ".", str(args.get("name") or ""))
+    siblings = sorted(p for p in parent.glob("*") if p.is_dir()) if parent.is_dir() else []
+    version = args.get("version")
+    if version is None:
+        numbers = [int(m.group(1)) for p in siblings if (m := re.fullmatch(r"version_(\d+)", p.name))]
+        version = max(numbers, default=-1) + 1
+    name = version if isinstance(version, str) else f"version_{version}"
+    return parent / name, siblings
+
+
+def resolve_ckpt_path(ckpt_path: str | None, cfg: Namespace) -> str | None:
+    """A concrete checkpoint file for ``ckpt_path`` (``last``, ``best`` or a path), or an error saying why not."""
+    if ckpt_path is None or ckpt_path in ("hpc", "registry") or str(ckpt_path).startswith("registry:"):
+        return ckpt_path
+    if ckpt_path not in ("last", "best"):
+        path = Path(ckpt_path)
+        if not path.exists():
+            raise CkptPathError(f"--ckpt_path {ckpt_path}: no such file. Give the path of a checkpoint (runs/<name>/<version>/checkpoints/*.ckpt) or 'last'")
+        return ckpt_path
+    run_dir, siblings = run_dir_from_config(cfg)
+    if run_dir is None:
+        raise CkptPathError(
+            f"--ckpt_path {ckpt_path}: the run directory of this logger is not known before it starts; give the checkpoint's path"
+        )
+    folder = run_dir / "checkpoints"
+    found = [folder / "last.ckpt"] if ckpt_path == "last" else sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = [p for p in found if p.is_file()]
+    if found:
+        return str(found[-1])
+    earlier = [str(p) for p in siblings if (p / "checkpoints" / ("last.ckpt" if ckpt_path == "last" else "")).exists()
+               and p != run_dir and any((p / "checkpoints").glob("last.ckpt" if ckpt_path == "last" else "best-*.ckpt"))]
+    hint = (f" Earlier runs with one: {', '.join(earlier[-5:])}; resume one with --trainer.logger.init_args.version=<its version> "
+            f"or --ckpt_path <its folder>/checkpoints/{'last.ckpt' if ckpt_path == 'last' else 'best-*.ckpt'}.") if earlier else \
+        " Give the path of a checkpoint, or the version of the run to resume (--trainer.logger.init_args.version=...)."
+    raise CkptPathError(
+        f"--ckpt_path {ckpt_path}: searched {folder} (the run directory of this command"
+        f"{', a new run' if not run_dir.exists() else ''}) and found no {'last.ckpt' if ckpt_path == 'last' else 'best-*.ckpt'}; "
+        f"nothing was started.{hint}"
+    )
+
+
+def _class_of(path: str) -> type | None:
+    from jsonargparse._typehints import resolve_class_path_by_name  # noqa: PLC2701 - jsonargparse's own short-name lookup
+    from lightning.pytorch import LightningModule
+
+    try:
+        resolved = resolve_class_path_by_name(LightningModule, path)
+        module, _, name = resolved.rpartition(".")
+        return getattr(__import__(module, fromlist=[name]), name)
+    except Exception:  # noqa: BLE001 - an unknown class is reported by the caller with both names
+        return None
+
+
+def apply_checkpoint_hparams(
+    parser: Any, config: Namespace, subcommand: str, ckpt_path: str, explicit: Iterable[str]
+) -> Namespace:
+    """Rebuild the model section of ``config`` from the checkpoint's hyper-parameters (see the module docstring).
+
+    Raises:
+        CkptPathError: the checkpoint was written by another LightningModule class.
+        networks.checkpoints.CheckpointError: the file cannot be read safely.
+    """
+    ckpt = read_checkpoint(ckpt_path, LIGHTNING_FORMAT)
+    hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    hparams.pop("_instantiator", None)
+    written_by = hparams.pop("_class_path", None)
+    model_cfg = config[subcommand].get("model")
+    if not isinstance(model_cfg, Namespace) or not model_cfg.get("class_path"):
+        return config
+    builds = model_cfg.class_path
+    if written_by and _class_of(written_by) is not _class_of(builds):
+        raise CkptPathError(
+            f"--ckpt_path {ckpt_path} was written by {written_by}, but this command builds {builds} (model.class_path); "
+            "Lightning would load it into the wrong model. Use the config of the run that wrote it (its config.yaml is "
+            "next to checkpoints/), or a checkpoint of this module. (An LCG checkpoint initialises a C2F run through "
+            "model.init_args.lcg_checkpoint.)"
+        )
+    init_args = model_cfg.get("init_args") or Namespace()
+    current = {k: _plain(v) for k, v in init_args.as_dict().items()}
+    weight_init = set(getattr(_class_of(builds), "weight_init_args", ()))
+    explicit = set(explicit)
+    updates: dict[str, Any] = {}
+    taken, kept = [], []
+    for key, value in hparams.items():
+        if key not in current or key in weight_init or _plain(value) == current[key]:
+            continue
+        if key in explicit:
+            kept.append(f"{key}: checkpoint {_plain(value)!r}, yours {current[key]!r}")
+        else:
+            taken.append(f"{key}: config {current[key]!r} -> checkpoint {_plain(value)!r}")
+            updates[key] = _plain(value)
+    for key in weight_init & set(current):
+        if current[key] not in (None, False) and key not in explicit:
+            # the checkpoint holds every weight: do not read (or require) the files that initialise them
+            updates[key] = False if isinstance(current[key], bool) else None
+    if taken or kept:
+        lines = ([f"  from the checkpoint (its architecture and training options): {t}" for t in taken]
+                 + [f"  kept from your command line: {k}" for k in kept])
+        warnings.warn(f"--ckpt_path {ckpt_path}: model options differ from the config:\n" + "\n".join(lines), UserWarning, stacklevel=2)
+    if not updates:
+        return config
+    return parser.parse_object({subcommand: {"model": {"class_path": builds, "init_args": updates}}}, config)
