@@ -35,9 +35,9 @@ from diffusion.c2f import C2F_FORMAT, C2F_META_KEY, C2FModel, C2FSampling, categ
 from diffusion.c2f_sampling import sample_c2f
 from diffusion.denoiser import Prediction
 from diffusion.guidance import GuidanceMode, drop_condition, resolve_cond_drop_prob
-from diffusion.pyramid import downsample_image, downsample_mask
 from diffusion.schedules import ScheduleName
 from diffusion.training import batch_categories, check_inpainting_batch, combine_loss_terms
+from evaluation.grids import masked_view
 from lightning_modules.loss_term_host import LossTermHost
 from masks.types import Category
 from networks.c2f.category_embedding import EmbeddingConfig, load_lcg_embedding
@@ -106,6 +106,10 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
     """
 
     loss_term_inputs = frozenset({"x0_pred", "target", "mask", "condition", "stage"})
+    #: called after every DDIM step of ``predict_step`` (set by :class:`callbacks.sampling_progress.SamplingProgress`)
+    sampling_callback = None
+    #: options that only initialise weights from other files; a checkpoint of this module holds every weight
+    weight_init_args = ("lcg_checkpoint", "lcg_load_unet", "init_checkpoint")
 
     def __init__(
         self,
@@ -302,6 +306,7 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         generator: torch.Generator | None = None,
         cfg_batched: bool | None = None,
         return_stages: bool = False,
+        callback: Any = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """All-stage inpainting with :func:`diffusion.c2f_sampling.sample_c2f` (arguments as there).
 
@@ -309,27 +314,25 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         (and the stage outputs when ``return_stages``).
         """
         out, stages = sample_c2f(self.model, image, mask, category, steps, gains, eta=eta, cfg_batched=cfg_batched,
-                                 generator=generator)
+                                 generator=generator, callback=callback)
         return (out, stages) if return_stages else out
 
-    def log_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Grids for :class:`callbacks.image_logger.ImageLogger`: ``s{k}`` = masked input | stage output | target.
+    def log_images(self, batch: Mapping[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+        """Grid for :class:`callbacks.image_logger.ImageLogger`, one row per sample, labelled columns:
+        masked input | stage 0 | ... | output | target (coarse stages enlarged to the image size).
 
-        One grid per stage at the stage's resolution (holes shown white); sampled with
-        ``val_sampling_steps`` (or ``sampling_steps``) and a fixed seed.
+        Sampled with ``val_sampling_steps`` (or ``sampling_steps``) and a fixed seed.
         """
         image, mask = batch["image"], batch["mask"]
         g = torch.Generator(device=image.device).manual_seed(self.seed)
-        _, outs = self.inpaint(image, mask, batch_categories(batch), steps=self.val_sampling_steps, generator=g,
-                               return_stages=True)
-        grids = {}
-        for s, out in enumerate(outs):
-            size = out.shape[-2:]
-            tgt = downsample_image(image, size)
-            m = downsample_mask(mask, size)
-            shown = torch.where(m > 0.5, torch.ones_like(tgt), tgt)
-            grids[f"s{s}"] = torch.cat([shown, out, tgt], dim=-1)
-        return grids
+        out, outs = self.inpaint(image, mask, batch_categories(batch), steps=self.val_sampling_steps, generator=g,
+                                 return_stages=True)
+        columns = {"masked input": masked_view(image, mask)}
+        for s, stage_out in enumerate(outs[:-1]):
+            columns[f"stage {s} ({stage_out.shape[-1]} px)"] = stage_out
+        columns["output"] = out
+        columns["target"] = image
+        return {"stages": columns}
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Inpaint a batch (``image``, ``mask``, optional ``category`` / ``image_uint8`` / ``key``).
@@ -341,6 +344,6 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         b = image.shape[0]
         category = category_ids(batch.get("category", int(Category.BACKGROUND)), b, image.device)
         g = torch.Generator(device=image.device).manual_seed(self.seed + batch_idx)
-        out = self.inpaint(image, mask, category, generator=g)
+        out = self.inpaint(image, mask, category, generator=g, callback=self.sampling_callback)
         keys = batch.get("key", [f"{batch_idx:06d}_{i}" for i in range(b)])
         return {"inpainted": out, "mask": (mask > 0.5).float(), "key": list(keys), "image_uint8": batch.get("image_uint8")}

@@ -21,7 +21,7 @@ from typing import Any, Literal, Mapping
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from diffusion.denoiser import InpaintingDenoiser, Prediction
 from diffusion.guidance import GuidanceMode, drop_condition, guidance_contexts, resolve_cond_drop_prob
@@ -32,6 +32,7 @@ from lightning_modules.loss_term_host import LossTermHost
 from masks.types import MaskType
 from networks.c2f.category_embedding import LatentCategoryEmbedding
 from networks.c2f.unet import InpaintingUNet
+from optim.schedules import optimizers_and_schedule
 
 __all__ = ["LCGPretrainModule"]
 
@@ -63,6 +64,8 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         degenerate_masks: ``"error"`` or ``"warn"`` on masks with no hole or no known pixel.
         val_seed: seed of the validation timesteps/noise and of the logged samples.
         optimizer: optimizer factory (``OptimizerCallable``), e.g. AdamW with its lr.
+        lr_scheduler: learning-rate schedule factory (``LRSchedulerCallable``, e.g.
+            :class:`optim.schedules.WarmupCosineLR`), stepped every optimizer step; None = constant.
     """
 
     loss_term_inputs = frozenset({"x0_pred", "target", "mask"})
@@ -87,11 +90,12 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         degenerate_masks: Literal["error", "warn"] = "error",
         val_seed: int = 0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         # the networks are weights (state_dict), not hyper-parameters: pickling modules into the
         # checkpoint would make it unloadable with weights_only=True
-        self.save_hyperparameters(ignore=["optimizer", "unet", "embedding"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "unet", "embedding"])
         if embedding.dim != unet.context_dim:
             raise ValueError(
                 f"LCGPretrainModule: embedding.dim={embedding.dim} must equal unet.context_dim={unet.context_dim}"
@@ -105,7 +109,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         self.guidance, self.cond_drop_prob, self.guidance_scale = guidance, cond_drop_prob, guidance_scale
         self.sample_steps, self.sample_eta = sample_steps, sample_eta
         self.degenerate_masks, self.val_seed = degenerate_masks, val_seed
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self._val_sums: torch.Tensor | None = None
         self._val_counts: torch.Tensor | None = None
 
@@ -215,5 +219,5 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         shown = torch.where(mask > 0.5, torch.ones_like(image), image)
         return {"inpainting": torch.cat([shown, out, image], dim=-1)}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self) -> Any:
+        return optimizers_and_schedule(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
