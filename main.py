@@ -398,6 +398,9 @@ class _Parsed(Exception):
 
 
 class _ParseOnlyCLI(RestoreLabCLI):
+    def _parse_ckpt_path(self) -> None:
+        """Parsing only: ``--ckpt_path`` is neither read nor required to exist."""
+
     def before_instantiate_classes(self) -> None:
         raise _Parsed(self.config)
 

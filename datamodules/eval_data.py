@@ -37,13 +37,14 @@ from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datamodules.shard_datamodule import split_range
 from datamodules.image_decoding import decode_mask, read_image
 from datamodules.shard_files import IMAGE_EXTENSIONS, ShardError, resolve_shards
 from datamodules.shards import sample_key
 from masks.protocols import PROTOCOLS, from_mat_mask, protocol_mask
 from masks.random import key_seed
 
-__all__ = ["EvalItem", "EvalSet", "EvalDataModule", "rank_slice", "list_shard_images", "list_folder_images", "load_image"]
+__all__ = ["EvalItem", "EvalSet", "EvalDataModule", "list_shard_images", "list_folder_images", "load_image"]
 
 MASK_CONVENTIONS = ("white_is_hole", "mat_black_is_hole")
 
@@ -77,13 +78,6 @@ class EvalItem:
                 return f.read()
             f.seek(self.offset)
             return f.read(self.size)
-
-
-def rank_slice(count: int, rank: int, world_size: int) -> range:
-    """Indices of the contiguous, disjoint slice of ``count`` samples that ``rank`` of ``world_size`` evaluates."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank_slice: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    return range(count * rank // world_size, count * (rank + 1) // world_size)
 
 
 def list_shard_images(shards: str | list[str]) -> list[EvalItem]:
@@ -205,7 +199,7 @@ class EvalSet(IterableDataset):
         self.resolution = resolution
         self.seed = seed
         self.mask_convention = mask_convention
-        self.indices = rank_slice(len(items), rank, world_size)
+        self.indices = range(*split_range(len(items), world_size, rank))
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -109,7 +109,12 @@ def _worker() -> tuple[int, int]:
 
 
 def split_range(count: int, parts: int, index: int) -> tuple[int, int]:
-    """Contiguous ``[start, stop)`` of part ``index`` when ``count`` items are split into ``parts`` (sizes differ by <= 1)."""
+    """Contiguous ``[start, stop)`` of part ``index`` when ``count`` items are split into ``parts`` (sizes differ by <= 1).
+
+    The one work split of the project: DDP ranks over evaluation / pair sets, DataLoader workers over batches.
+    """
+    if parts < 1 or not 0 <= index < parts:
+        raise ValueError(f"split_range: need 0 <= index < parts, got index={index}, parts={parts}")
     base, extra = divmod(count, parts)
     start = index * base + min(index, extra)
     return start, start + base + (1 if index < extra else 0)

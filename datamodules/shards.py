@@ -486,7 +486,7 @@ def ensure_synthetic_set(
         staging = target / f".staging-{split}-{uuid.uuid4().hex[:8]}"
         try:
             write_synthetic_shards(staging, **{s: (count if s == split else 0) for s in ("train", "val", "test")},
-                                   size=size, seed=seed, max_count=max_count, progress=False)
+                                   size=size, seed=seed, max_count=max_count, progress=True)
             for path in sorted(staging.glob("*.tar")):
                 os.replace(path, target / path.name)
             os.replace(staging / CLASS_LIST_NAME, target / CLASS_LIST_NAME)

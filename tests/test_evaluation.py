@@ -16,7 +16,8 @@ import torchvision
 from lightning.pytorch import Trainer
 from PIL import Image
 
-from datamodules.eval_data import EvalDataModule, rank_slice
+from datamodules.eval_data import EvalDataModule
+from datamodules.shard_datamodule import split_range
 from evaluation.feature_extractors import InceptionFeatures, RandomConvFeatures
 from evaluation.inpainter_checkpoint import inpainter_state_from_checkpoint
 from evaluation.metrics import InpaintingMetrics
@@ -147,14 +148,14 @@ def test_eval_set_is_deterministic_and_split_without_duplicates(synthetic_shards
         for part in parts:  # a sample's mask does not depend on the split
             for s in part:
                 assert torch.equal(s["mask"], samples[s["key"]]["mask"])
-    assert [len(rank_slice(8, r, 3)) for r in range(3)] == [2, 3, 3]
+    assert [split_range(8, 3, r) for r in range(3)] == [(0, 3), (3, 6), (6, 8)]
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     dm = build(num_images=5)
     dm.setup("test")
     loaded = [key for batch in dm.test_dataloader() for key in batch["key"]]
-    assert loaded == build(num_images=5).test_dataset(1, 2).keys() == ["test_0000002", "test_0000003", "test_0000004"]
+    assert loaded == build(num_images=5).test_dataset(1, 2).keys() == ["test_0000003", "test_0000004"]  # split_range: 3 + 2
     workers = EvalDataModule(shards=synthetic_shards.test, resolution=64, masks="mat_large", batch_size=2, num_workers=2)
     workers.setup("test")  # rank 1 of 2 from the environment; two workers split the slice, no repeats
     keys = [key for batch in workers.test_dataloader() for key in batch["key"]]
