@@ -29,6 +29,7 @@ images as PNG files and ``predictions/status.csv``.
 """
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 from dataclasses import asdict, dataclass, is_dataclass
@@ -92,8 +93,11 @@ class EditBatch:
     label: str
 
 
-class RippleRemovalBase(LightningModule):
+class RippleRemovalBase(LightningModule, abc.ABC):
     """The shared ripple-removal steps; subclasses say where the edits come from (:meth:`edits`).
+
+    Abstract (not a job of its own): use :class:`RippleRemovalEvaluator` (HFGI edits) or
+    :class:`EditPairsRippleRemoval` (pairs of originals and edits from files).
 
     Args:
         parser: human parser (``ripple.parsers.GraphonomyParser`` or ``MaskFolderParser``).
@@ -167,9 +171,9 @@ class RippleRemovalBase(LightningModule):
         self.metrics_summary: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ what subclasses define
+    @abc.abstractmethod
     def edits(self, batch: dict[str, Any]) -> Iterator[EditBatch]:
         """The edits of a batch of originals (``batch["image"]``), one :class:`EditBatch` per variant."""
-        raise NotImplementedError
 
     def variant_groups(self) -> list[dict[str, Any]]:
         """Row filters that get their own summary row (e.g. one per degree); ``[]`` = only the overall one."""

@@ -120,7 +120,12 @@ def expand_command(sweep: dict[str, Any], parameters: dict[str, Any]) -> list[st
     Returns:
         The expanded command.
     """
-    from wandb.sdk.launch.sweeps import utils as sweep_utils
+    try:
+        from wandb.sdk.launch.sweeps import utils as sweep_utils
+    except ImportError:
+        raise ImportError(
+            "checking a W&B sweep needs wandb, an optional extra: pip install -e \".[wandb]\" (or pip install wandb)"
+        ) from None
 
     command = sweep_utils.create_sweep_command(list(sweep["command"]))
     sweep_vars = sweep_utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in parameters.items()}})
