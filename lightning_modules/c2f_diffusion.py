@@ -224,6 +224,18 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         """
         self.model.load_weights_from(read_checkpoint(path, C2F_FORMAT), str(path))
 
+    def setup(self, stage: str) -> None:
+        # Joint training samples ONE stage per step, so the other trained stages get no gradient in that step;
+        # DDP must be told (it otherwise fails on step 2 with "parameters that were not used").
+        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None) if self._trainer is not None else None
+        if stage == "fit" and len(self.train_stages) > 1 and isinstance(ddp_kwargs, dict):
+            if ddp_kwargs.get("find_unused_parameters") is False:
+                raise ValueError(
+                    f"C2FDiffusionModule: train_stages={self.train_stages} trains one sampled stage per step, so under DDP the "
+                    "others are unused in that step; do not set find_unused_parameters=false (or train one stage per run)"
+                )
+            ddp_kwargs["find_unused_parameters"] = True
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[C2F_META_KEY] = self.model.checkpoint_entry(prefix="model.")
 
