@@ -81,7 +81,9 @@ class SampleCounts:
     """
 
     def __init__(self, slots: int = 1) -> None:
-        self.table = torch.zeros((max(1, slots), len(COUNT_COLUMNS)), dtype=torch.int64)
+        # a normal tensor even when set up inside trainer.validate/test (inference mode): a later fit updates it
+        with torch.inference_mode(False):
+            self.table = torch.zeros((max(1, slots), len(COUNT_COLUMNS)), dtype=torch.int64)
         if slots > 1:
             self.table.share_memory_()
 

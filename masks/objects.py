@@ -14,19 +14,6 @@ from scipy import ndimage
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
-def class_regions(
-    segmentation: np.ndarray,
-    class_ids: Collection[int],
-    min_area: float,
-    max_area: float = 1.0,
-) -> list[np.ndarray]:
-    """Connected components of the given classes whose area fraction lies in ``[min_area, max_area]``."""
-    regions = []
-    for cid in present_classes(segmentation, class_ids):
-        regions.extend(_components(segmentation, cid, min_area, max_area))
-    return regions
-
-
 def present_classes(segmentation: np.ndarray, class_ids: Collection[int]) -> np.ndarray:
     """The ids of ``class_ids`` that occur in the map."""
     wanted = np.fromiter(class_ids, dtype=np.int64, count=len(class_ids))

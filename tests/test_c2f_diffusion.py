@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
@@ -195,9 +195,13 @@ def test_three_stage_predict_writes_pngs_with_exact_known_pixels(tmp_path):
     trainer2 = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path, callbacks=[InpaintingPredictionWriter(str(out_dir))])
     with pytest.raises(FileExistsError, match=r"gray\.png already exists.*overwrite: true"):
         trainer2.predict(model, datamodule=ImageFilesDataModule(str(imgs), str(masks)), return_predictions=False)
+    # overwrite=true replaces every output: a damaged one is rewritten, the same seed gives the same image
+    first = {stem: (out_dir / f"{stem}.png").read_bytes() for stem in arrays}
+    (out_dir / "gray.png").write_bytes(b"damaged")
     trainer3 = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
                        callbacks=[InpaintingPredictionWriter(str(out_dir), overwrite=True)])
     trainer3.predict(model, datamodule=ImageFilesDataModule(str(imgs), str(masks)), return_predictions=False)
+    assert {stem: (out_dir / f"{stem}.png").read_bytes() for stem in arrays} == first
 
 
 def test_inpaint_outside_a_trainer_keeps_known_pixels_and_reports_stages():
@@ -321,3 +325,35 @@ def test_ablation_options_paste_combiner_and_no_lcg():
     assert not torch.equal(fg, bg)
     with pytest.raises(ValueError, match="combiner must be 'learned' or 'paste'"):
         make_module(n=2, combiner="none")
+
+
+def test_sampled_inpainting_l1_logs_the_hole_error_of_the_modules_own_sampler(tmp_path, synthetic_shards):
+    """The sweep metric equals the hole MAE of the module's sampler with the same seed, computed here directly."""
+    from callbacks.sampled_inpainting_metric import SampledInpaintingL1
+
+    torch.manual_seed(0)
+    m = make_module(degenerate_masks="warn")
+    dm = ShardDataModule(train_shards=synthetic_shards.train, val_shards=synthetic_shards.val, resolution=64, batch_size=2,
+                         num_workers=0, samples_per_epoch=8, seed=0)
+    metric = SampledInpaintingL1(num_batches=1, max_images=2, steps=[1, 1, 1], seed=3)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      limit_val_batches=1, callbacks=[metric])
+    logged = trainer.validate(m, datamodule=dm, verbose=False)[0]["val/sampled_hole_l1"]
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    filled = m.inpaint(batch["image"], batch["mask"], batch["category"], steps=[1, 1, 1],
+                       generator=torch.Generator().manual_seed(3))
+    hole = batch["mask"].expand_as(filled) > 0.5
+    assert logged == pytest.approx(float((filled - batch["image"]).abs()[hole].mean()), rel=1e-5)
+    with pytest.raises(TypeError, match="needs a module with an inpaint"):
+        Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=1, callbacks=[metric]).validate(
+            _NoInpaint(), datamodule=dm, verbose=False)
+
+
+class _NoInpaint(LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def validation_step(self, batch, batch_idx):
+        return None

@@ -309,3 +309,17 @@ def test_ddim_timesteps_and_bad_arguments():
         sample_ddim(lambda x, t: x, image, mask[..., :8], make_alphas_cumprod("linear", 1000), 2)
     with pytest.raises(ValueError, match="eta must be >= 0"):
         sample_ddim(lambda x, t: x, image, mask, make_alphas_cumprod("linear", 1000), 2, eta=-1.0)
+
+
+def test_condition_dropout_replaces_whole_token_sets_with_the_null_tokens_at_the_given_rate():
+    from diffusion.guidance import drop_condition
+
+    emb = randomize(LatentCategoryEmbedding(4, 16, null_embedding=True), seed=5)
+    tokens = emb.tokens(torch.randint(0, 2, (4000,), generator=torch.Generator().manual_seed(0)))
+    torch.manual_seed(0)
+    dropped = drop_condition(tokens, emb, 0.25)
+    is_null = (dropped == emb.null(1)).flatten(1).all(dim=1)
+    kept = (dropped == tokens).flatten(1).all(dim=1)
+    assert bool((is_null | kept).all())  # a sample is either fully replaced or untouched
+    assert abs(float(is_null.float().mean()) - 0.25) < 0.03  # binomial sd ~0.007
+    assert torch.equal(drop_condition(tokens, emb, 0.0), tokens)
