@@ -45,7 +45,8 @@ def _offline(node) -> dict | None:
         return None
     out: dict = {}
     for key, value in vars(node).items():
-        if key in ("direction", "directions", "ckpt_inpainter") or (key.endswith("checkpoint") and isinstance(value, str)):
+        missing_file = isinstance(value, str) and not (ROOT / value).is_file()  # bundled assets stay
+        if key in ("direction", "directions", "ckpt_inpainter") or (key.endswith("checkpoint") and missing_file):
             out[key] = None
             if key == "directions":
                 out["direction_degrees"] = None
