@@ -20,8 +20,6 @@ from torch.utils.data import DataLoader
 from callbacks.image_logger import ImageLogger, grid_rows
 from callbacks.loss_curves import read_loss_series
 from callbacks.sampling_progress import SamplingProgress
-from diffusion.c2f_sampling import sample_c2f
-from diffusion.training import batch_categories
 from evaluation.grids import masked_view, to_pil
 from lightning_modules.c2f_diffusion import C2FDiffusionModule
 from ops_runs import REPO, run_main
@@ -126,23 +124,6 @@ def test_fit_draws_loss_curves_beside_metrics_csv(c2f_fit):
 
 
 # ----------------------------------------------------------------------------- labelled grids, TensorBoard
-class OneGridC2F(C2FDiffusionModule):
-    """C2FDiffusionModule with the one-grid ``log_images`` proposed for it in the logging-UX report:
-    ``stages`` = masked input | stage 0 | stage 1 | output | target, one row per sample."""
-
-    def log_images(self, batch):
-        image, mask = batch["image"], batch["mask"]
-        g = torch.Generator(device=image.device).manual_seed(self.seed)
-        out, outs = self.inpaint(image, mask, batch_categories(batch), steps=self.val_sampling_steps, generator=g,
-                                 return_stages=True)
-        columns = {"masked input": masked_view(image, mask)}
-        for s, stage_out in enumerate(outs[:-1]):
-            columns[f"stage {s} ({stage_out.shape[-1]} px)"] = stage_out
-        columns["output"] = out
-        columns["target"] = image
-        return {"stages": columns}
-
-
 def _tiny_c2f(cls=C2FDiffusionModule, **kw) -> C2FDiffusionModule:
     torch.manual_seed(0)
     return cls(unets=[UNET] * 3, embedding={"tokens_per_category": 2, "dim": 16}, resolutions=[16, 32, 64],
@@ -162,7 +143,7 @@ def _batch(b: int = 2, size: int = 64) -> dict:
 def test_image_grids_reach_tensorboard_with_column_labels(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    module = _tiny_c2f(OneGridC2F)
+    module = _tiny_c2f()  # C2FDiffusionModule.log_images: one labelled row per sample
     batch = _batch()
     logger = TensorBoardLogger(tmp_path, name="tb", version=0, default_hp_metric=False)
     images = ImageLogger(max_images=2)
@@ -205,8 +186,8 @@ def test_plain_tensor_grids_get_a_header_and_bad_entries_are_named(tmp_path):
     assert (grid[:14].min(-1) < 100).sum() > 10  # the name is written there
     rows, columns = grid_rows("big", {"a": torch.zeros(1, 3, 1024, 1024), "b": torch.zeros(1, 3, 256, 256)}, max_size=512)
     assert [img.shape[-1] for img in rows[0][1]] == [512, 256]  # 1024 px stages are shrunk before gridding
-    with pytest.raises(ValueError, match=r"OneGridC2F.log_images\(\)\['stages'\]\['output'\] must be a \(B, 3, H, W\)"):
-        grid_rows("stages", {"target": torch.zeros(1, 3, 8, 8), "output": torch.zeros(1, 1, 8, 8)}, owner="OneGridC2F")
+    with pytest.raises(ValueError, match=r"C2FDiffusionModule.log_images\(\)\['stages'\]\['output'\] must be a \(B, 3, H, W\)"):
+        grid_rows("stages", {"target": torch.zeros(1, 3, 8, 8), "output": torch.zeros(1, 1, 8, 8)}, owner="C2FDiffusionModule")
     with pytest.raises(ValueError, match="same number of samples"):
         grid_rows("stages", {"a": torch.zeros(1, 3, 8, 8), "b": torch.zeros(2, 3, 8, 8)})
 
@@ -240,26 +221,13 @@ def test_predict_shows_progress_and_where_outputs_go(c2f_fit):
     assert sorted(p.name for p in (cwd / "inpainted").iterdir()) == ["img0.png", "img1.png", "img2.png"]
 
 
-class StepReportingC2F(C2FDiffusionModule):
-    """C2FDiffusionModule with the ``predict_step`` change proposed in the logging-UX report: the
-    sampler reports its steps to ``self.sampling_callback`` (set by callbacks.sampling_progress)."""
-
-    sampling_callback = None
-
-    def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        image, mask = batch["image"], batch["mask"]
-        g = torch.Generator(device=image.device).manual_seed(self.seed + batch_idx)
-        out, _ = sample_c2f(self.model, image, mask, batch_categories(batch), generator=g, callback=self.sampling_callback)
-        return out
-
-
 def test_sampling_progress_counts_every_ddim_step_of_every_stage(capsys):
-    module = _tiny_c2f(StepReportingC2F)  # sampling_steps [3, 2, 2]: 7 steps per image
+    module = _tiny_c2f()  # predict_step reports its DDIM steps; sampling_steps [3, 2, 2]: 7 steps per image
     progress = SamplingProgress(leave=True)  # a kept bar shows its final state (7/7, last stage)
     trainer = Trainer(accelerator="cpu", logger=False, callbacks=[progress], enable_checkpointing=False,
                       enable_model_summary=False, enable_progress_bar=True)
     batches = [_batch(1), _batch(1)]
-    trainer.predict(module, DataLoader(batches, batch_size=None))
+    trainer.predict(module, DataLoader(batches, batch_size=None), return_predictions=False)
     assert progress.last_count == 7
     assert module.sampling_callback is None  # detached after the batch
     err = capsys.readouterr().err
