@@ -1,4 +1,4 @@
-"""The coarse-to-fine (C2F) inpainting model as a plain ``nn.Module`` (seed 000, DESIGN.md section 2).
+"""The coarse-to-fine (C2F) inpainting model as a plain ``nn.Module`` (seed 000; docs/architecture.md, Method).
 
 :class:`C2FModel` holds what is learned: one :class:`diffusion.denoiser.InpaintingDenoiser` per
 pyramid stage (default 256 -> 512 -> 1024) around an :class:`networks.c2f.unet.InpaintingUNet`,

@@ -33,7 +33,7 @@ __all__ = [
     "main",
 ]
 
-#: Columns of the seed paper's table (DESIGN.md section 2): Places2 512 with MAT large / small masks, CelebA-HQ.
+#: Columns of the seed-000 paper's table (docs/architecture.md, Method): Places2 512 with MAT large / small masks, CelebA-HQ.
 PAPER_BENCHMARKS = ("places2_mat_large", "places2_mat_small", "celebahq")
 
 #: The seed paper's FID / LPIPS table, ``{method: {benchmark: (fid, lpips)}}``.

@@ -207,7 +207,7 @@ def test_denoiser_loss_is_per_sample_and_mask_weighted():
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
 def test_prediction_targets_follow_their_definitions(prediction):
-    """Targets and the denoised image, written out from the definitions (DESIGN.md: Salimans & Ho for v)."""
+    """Targets and the denoised image, written out from the definitions (v: Salimans & Ho 2022; docs/diffusion.md)."""
     den = InpaintingDenoiser(randomize(tiny_unet()), prediction=prediction, hole_weight=1.0, known_weight=0.0).double()
     image, mask = (x.double() for x in batch(b=3))
     t, noise = torch.tensor([0, 400, 999]), torch.randn_like(image)
