@@ -9,7 +9,9 @@
 * The file is read safely (:func:`networks.checkpoints.read_checkpoint`); a damaged one is an
   error naming it.
 * A checkpoint written by another LightningModule class than the one the config builds is refused
-  (Lightning would silently swap the model class).
+  (Lightning would silently swap the model class), unless the module declares that its
+  ``--ckpt_path`` holds another model's weights (``ckpt_path_holds_other_models = True``, e.g. the
+  inpainting evaluator, which evaluates the inpainter stored in a training checkpoint).
 * The model is built from the checkpoint's hyper-parameters (its architecture), except for the
   options given explicitly on the command line (``--model.init_args.x=v``), which win; every
   difference is reported. Options that only initialise weights from other files
@@ -142,6 +144,8 @@ def apply_checkpoint_hparams(
     if not isinstance(model_cfg, Namespace) or not model_cfg.get("class_path"):
         return config
     builds = model_cfg.class_path
+    if getattr(_class_of(builds), "ckpt_path_holds_other_models", False):
+        return config  # the module reads the file itself (on_load_checkpoint); its own options come from the config
     if written_by and _class_of(written_by) is not _class_of(builds):
         raise CkptPathError(
             f"--ckpt_path {ckpt_path} was written by {written_by}, but this command builds {builds} (model.class_path); "

@@ -9,7 +9,7 @@
   the file by ``ckpt_inpainter(<ckpt_path>)`` -- an ``Inpainter`` class (``class_path``) whose first
   argument is the checkpoint, with its other arguments in ``init_args`` (type-checked by the CLI);
   by default ``inpainters.c2f.C2FInpainter``, which rebuilds the C2F model from the
-  hyper-parameters stored in its training checkpoint.
+  ``c2f_model`` entry (architecture and sampler settings) stored in its training checkpoint.
 - an inpainter configured in ``model.init_args.inpainter``: its weights are taken out of the
   checkpoint's ``state_dict`` (:func:`evaluation.inpainter_checkpoint.inpainter_state_from_checkpoint`:
   a training module's checkpoint, a previous evaluator's, or an official Lightning one).
@@ -86,6 +86,9 @@ class InpaintingEvaluator(LightningModule):
         seed: base seed of the inpainter's randomness; each batch is seeded from it and the batch's
             sample keys, so a diffusion inpainter draws the same noise for the same batch every run.
     """
+
+    #: ``--ckpt_path`` is the inpainter's checkpoint (a training run's), not this module's (cli/checkpoint_args.py)
+    ckpt_path_holds_other_models = True
 
     def __init__(
         self,

@@ -419,3 +419,25 @@ def test_benchmarks_markdown_is_generated_from_result_files(tmp_path, monkeypatc
     assert "| case | precision | images_per_s | compiled | error |" in text
     assert "| lcg | 32-true | 12.35 | unet | - |" in text and "| hfgi | bf16-mixed | - | - | boom |" in text
     assert "## attention" in text and "No results (`benchmarks/attention.py`: not run)" in text
+
+
+def test_documented_eval_command_takes_a_cli_trained_c2f_checkpoint(synthetic_shards, tmp_path):
+    """``python -m main test --config configs/eval/... --ckpt_path <C2F training checkpoint>``: the checkpoint belongs
+    to C2FDiffusionModule, the command builds InpaintingEvaluator; the evaluator reads it as its inpainter's weights."""
+    from main import cli_main
+
+    data = [f"--data.init_args.train_shards={synthetic_shards.train}", f"--data.init_args.val_shards={synthetic_shards.val}",
+            "--data.init_args.synthetic_dir=null"]
+    cli_main(["fit", "--config", str(REPO / "configs/c2f/tiny.yaml"), *data, "--trainer.max_steps=2",
+              "--trainer.limit_val_batches=1", "--trainer.val_check_interval=2", "--model.init_args.val_sampling_steps=[1,1,1]",
+              f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    (ckpt,) = tmp_path.rglob("last.ckpt")
+    cli = cli_main(["test", "--config", str(REPO / "configs/eval/tiny_synthetic.yaml"), "--model.init_args.inpainter=null",
+                    "--model.init_args.ckpt_inpainter=inpainters.c2f.C2FInpainter",
+                    "--model.init_args.ckpt_inpainter.init_args.steps=[1,1,1]", f"--ckpt_path={ckpt}",
+                    f"--data.init_args.shards={synthetic_shards.test}", "--data.init_args.synthetic_dir=null", "--data.init_args.num_images=4",
+                    f"--model.init_args.report_dir={tmp_path / 'report'}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    from inpainters.c2f import C2FInpainter
+
+    assert isinstance(cli.model.inpainter, C2FInpainter)
+    assert read_report(tmp_path / "report" / "report.json")["num_images"] == 4
