@@ -45,6 +45,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from callbacks.checkpoint_io import SafeCheckpointIO
 from callbacks.data_health import SkippedSampleMonitor
 from callbacks.finite_loss_guard import FiniteLossGuard, NonFiniteLossError
+from callbacks.prediction_writer import OutputDirError
 from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.loss_curves import LossCurves
 from callbacks.run_config_snapshot import RunConfigSnapshot, config_differences
@@ -53,6 +54,11 @@ from callbacks.slurm_requeue import SlurmRequeue
 from callbacks.step_metrics import StepOnlyMetrics
 from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
 from cli.checkpoint_args import apply_checkpoint_hparams, explicit_model_keys, resolve_ckpt_path, run_dir_from_config
+from datamodules.class_list import ClassListError
+from datamodules.image_decoding import ImageDecodeError
+from datamodules.image_files import PredictInputError
+from datamodules.shard_files import ShardError
+from evaluation.weights import MissingWeightsError
 from networks.checkpoints import CheckpointError, trust_checkpoint
 from slurm.run_identity import SlurmTaskMismatchError, keep_previous_metrics, pin_slurm_run, slurm_job_tag
 
@@ -238,7 +244,7 @@ class RestoreLabCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_argument(
-            "--trust_checkpoint", type=list[str] | None, default=None,
+            "--trust_checkpoint", type=str, nargs="+", default=None, metavar="FILE",
             help="Checkpoint files that may be fully unpickled (legacy files that pickle objects; runs any code in them)",
         )
 
@@ -372,6 +378,23 @@ def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
     )
 
 
+#: errors whose message already names the file / key at fault and the fix: printed without a traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointError, NonFiniteLossError, SlurmTaskMismatchError, MissingExtraError, MissingWeightsError,
+    ShardError, ClassListError, ImageDecodeError, PredictInputError, OutputDirError,
+)
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The project's own clear error inside ``exc``: jsonargparse wraps errors raised while it builds a class."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, USER_ERRORS):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
     """Build (and by default run) the CLI.
 
@@ -382,9 +405,19 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
 
     Returns:
         The CLI object (``.config``, ``.model``, ``.datamodule``, ``.trainer``).
+
+    Raises:
+        One of :data:`USER_ERRORS` (unwrapped from jsonargparse's "does not validate" wrapper) for bad
+        input that the message explains.
     """
     silence_third_party_notices()
-    return RestoreLabCLI(**_cli_kwargs(args, run))
+    try:
+        return RestoreLabCLI(**_cli_kwargs(args, run))
+    except ValueError as err:
+        inner = user_error(err)
+        if inner is None or inner is err:
+            raise
+        raise inner from None
 
 
 class ConfigError(ValueError):
@@ -439,9 +472,9 @@ def parse_config(args: list[str]) -> Namespace:
 if __name__ == "__main__":
     try:
         cli_main()
-    except (SlurmTaskMismatchError, MissingExtraError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as error:  # noqa: BLE001 - only the project's explained errors are printed bare
+        inner = user_error(error)
+        if inner is None:
+            raise
+        print(f"error: {inner}", file=sys.stderr)
+        sys.exit(1 if isinstance(inner, NonFiniteLossError) else 2)

@@ -100,8 +100,8 @@ class C2FModel(nn.Module):
         embedding: :class:`networks.c2f.category_embedding.EmbeddingConfig` (or dict); must match
             the LCG checkpoint the embedding is loaded from.
         resolutions: stage resolutions, coarse to fine (each divides the last).
-        guidance: ``"fg_bg"`` (PixelHacker, ``x_bg + s (x_fg - x_bg)``) or ``"learned_null"``
-            (learned null tokens, ``x_null + s (x_c - x_null)``; needs ``embedding.null_embedding``).
+        guidance: ``"fg_bg"`` (the requested category ``c`` against the other one ``c'``, ``x_c' + s (x_c - x_c')``; PixelHacker's form for foreground fills)
+            or ``"learned_null"`` (learned null tokens, ``x_null + s (x_c - x_null)``; needs ``embedding.null_embedding``).
         combiner_width: feature channels of each guidance combiner.
         combiner_depth: residual blocks of each guidance combiner.
         combiner: ``"learned"`` (the guidance combiner) or ``"paste"`` (ablation: only paste the known

@@ -152,9 +152,10 @@ class InpaintingDenoiser(nn.Module):
 
         Args:
             x_t, t, masked_image, mask, cond: as :meth:`forward`.
-            context: conditional tokens (fg tokens in ``fg_bg`` mode, the sample's category in
-                ``learned_null`` mode); see :func:`diffusion.guidance.guidance_contexts`.
-            uncond_context: unconditional tokens (bg tokens / null tokens), same shape.
+            context: conditional tokens: the requested category's (both modes); see
+                :func:`diffusion.guidance.guidance_contexts`.
+            uncond_context: unconditional tokens (the other category's in ``fg_bg`` mode, the null tokens in
+                ``learned_null`` mode), same shape.
             cond_scale: guidance gain ``s`` (1 = the conditional prediction).
             batched: run both passes as ONE forward on a doubled batch (default); False runs
                 two forwards (less peak memory; used by the benchmark).

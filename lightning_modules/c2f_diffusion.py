@@ -89,8 +89,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         noise_weight: weight of the mask-weighted diffusion loss.
         l1_weight: weight of the image L1 on the predicted x0.
         combiner_weight: weight of the combiner's hole L1 (stages > 0).
-        guidance: ``"fg_bg"`` (PixelHacker, ``x_bg + s (x_fg - x_bg)``) or ``"learned_null"``
-            (learned null tokens with condition dropout, ``x_null + s (x_c - x_null)``).
+        guidance: ``"fg_bg"`` (the requested category ``c`` against the other one ``c'``, ``x_c' + s (x_c - x_c')``; PixelHacker's form for foreground fills)
+            or ``"learned_null"`` (learned null tokens with condition dropout, ``x_null + s (x_c - x_null)``).
         cond_drop_prob: condition-dropout probability for ``guidance="learned_null"`` (None: 0.1).
         sample_eta: DDIM eta of every stage.
         cfg_batched: conditional + unconditional CFG passes as one batched forward (False: two

@@ -54,8 +54,8 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         min_snr_gamma: min-SNR-gamma loss weighting with this gamma (None = off).
         noise_weight: weight of the mask-weighted diffusion loss (``noise``) in the total.
         l1_weight: weight of the image L1 on the predicted x0.
-        guidance: ``"fg_bg"`` (PixelHacker, ``eps_bg + s (eps_fg - eps_bg)``) or ``"learned_null"`` (learned
-            null tokens, condition dropout, ``eps_null + s (eps_c - eps_null)``).
+        guidance: ``"fg_bg"`` (the requested category ``c`` against the other one ``c'``, ``x_c' + s (x_c - x_c')``; PixelHacker's form for foreground fills)
+            or ``"learned_null"`` (learned null tokens, condition dropout, ``x_null + s (x_c - x_null)``).
         cond_drop_prob: probability of replacing a sample's tokens by the null tokens in training;
             None means 0.1 with ``guidance="learned_null"``; must be None or 0 with ``"fg_bg"``.
         guidance_scale: CFG gain ``s`` used for the logged samples.
@@ -96,6 +96,9 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         # the networks are weights (state_dict), not hyper-parameters: pickling modules into the
         # checkpoint would make it unloadable with weights_only=True
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "unet", "embedding"])
+        for name, net in (("unet", unet), ("embedding", embedding)):  # their configs, as the CLI writes them
+            if hasattr(net, "init_args"):
+                self.hparams[name] = {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": dict(net.init_args)}
         if embedding.dim != unet.context_dim:
             raise ValueError(
                 f"LCGPretrainModule: embedding.dim={embedding.dim} must equal unet.context_dim={unet.context_dim}"
@@ -194,7 +197,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         Args:
             image: ``(B, 3, H, W)`` in [-1, 1].
             mask: ``(B, 1, H, W)``, 1 = hole.
-            category: ``(B,)`` category ids (used by ``guidance="learned_null"``).
+            category: ``(B,)`` category ids (0 foreground, 1 background): the fill's category in both guidance modes.
             steps, guidance_scale, eta: override ``sample_steps`` / ``guidance_scale`` / ``sample_eta``.
             generator: RNG on ``image``'s device.
         """

@@ -181,3 +181,25 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointError, match="is a file, not a directory"):
         atomic_save({"a": 1}, tmp_path / "file" / "last.ckpt")
+
+
+def test_trust_checkpoint_on_the_command_line(tmp_path, synthetic_shards, monkeypatch):
+    """A legacy file that pickles an object is refused until named with --trust_checkpoint FILE (then it warns)."""
+    import argparse
+
+    from main import cli_main
+
+    monkeypatch.setenv(TRUSTED_CHECKPOINTS_ENV, "")  # restored after the test: trust never leaks into other tests
+    data = [f"--data.init_args.train_shards={synthetic_shards.train}", f"--data.init_args.val_shards={synthetic_shards.val}",
+            "--data.init_args.synthetic_dir=null", "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+            "--model.init_args.val_sampling_steps=[1,1,1]", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    cli_main(["fit", "--config", str(ROOT / "configs/c2f/tiny.yaml"), *data])
+    (last,) = tmp_path.rglob("last.ckpt")
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({**torch.load(last, weights_only=True), "opts": argparse.Namespace(lr=0.1)}, legacy)
+    init = f"--model.init_args.init_checkpoint={legacy}"
+    with pytest.raises(UnsafeCheckpointError, match="legacy.ckpt.*argparse.Namespace.*--trust_checkpoint"):
+        cli_main(["fit", "--config", str(ROOT / "configs/c2f/tiny.yaml"), *data, init])
+    with pytest.warns(UserWarning, match="legacy.ckpt: fully unpickling a trusted checkpoint"):
+        cli = cli_main(["fit", "--config", str(ROOT / "configs/c2f/tiny.yaml"), *data, init, "--trust_checkpoint", str(legacy)])
+    assert cli.trainer.global_step == 1

@@ -50,6 +50,8 @@ class LatentCategoryEmbedding(nn.Module):
 
     def __init__(self, tokens_per_category: int = 10, dim: int = 256, null_embedding: bool = False, init_std: float = 0.02):
         super().__init__()
+        #: the constructor arguments as plain data (hyper-parameters of the modules that own this embedding)
+        self.init_args = dict(tokens_per_category=tokens_per_category, dim=dim, null_embedding=null_embedding, init_std=init_std)
         if tokens_per_category < 1 or dim < 1:
             raise ValueError(
                 f"LatentCategoryEmbedding: tokens_per_category and dim must be >= 1, got {tokens_per_category}, {dim}"

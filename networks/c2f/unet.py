@@ -12,7 +12,8 @@
 - ``cond`` ``(B, cond_channels, H, W)`` or None: optional extra input channels (e.g. the
   upsampled output of a coarser C2F stage); required iff ``cond_channels > 0``.
 
-Returns the predicted noise ``(B, 3, H, W)``. ``H`` and ``W`` must be divisible by
+Returns the network output ``(B, 3, H, W)``: the noise, the velocity or the clean image, whichever
+prediction target the owning :class:`diffusion.denoiser.InpaintingDenoiser` trains. ``H`` and ``W`` must be divisible by
 :attr:`InpaintingUNet.downsample_factor` ``= 2 ** (len(channel_mults) - 1)``.
 """
 from __future__ import annotations
@@ -230,6 +231,13 @@ class InpaintingUNet(nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        #: the constructor arguments as plain data (hyper-parameters of the modules that own this network)
+        self.init_args = dict(
+            channels=channels, channel_mults=list(channel_mults), num_res_blocks=num_res_blocks,
+            attention_levels=list(attention_levels), heads=heads, head_dim=head_dim, attention=attention,
+            context_dim=context_dim, cond_channels=cond_channels, dropout=dropout, norm_groups=norm_groups,
+            gradient_checkpointing=gradient_checkpointing,
+        )
         channel_mults = tuple(int(m) for m in channel_mults)
         attention_levels = tuple(int(a) for a in attention_levels)
         if not channel_mults:
