@@ -65,6 +65,7 @@ def fit(name: str, config: str, steps: int, batch: int, extra: list[str], work: 
         f"--data.init_args.samples_per_epoch={steps * batch}", f"--trainer.val_check_interval={max(1, steps // 3)}",
         f"--trainer.logger.init_args.save_dir={work}", f"--trainer.logger.init_args.name={name}",
         "--trainer.logger.init_args.version=run", f"--model.init_args.lr_scheduler.init_args.total_steps={steps}",
+        f"--model.init_args.lr_scheduler.init_args.warmup_steps={min(100, steps // 10)}",
         *extra,
     ]
     if name == "stage0":

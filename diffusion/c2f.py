@@ -131,8 +131,8 @@ class C2FModel(nn.Module):
         num_train_timesteps: int = 1000,
         hole_weight: float = 1.0,
         known_weight: float = 0.1,
-        prediction: Prediction = "epsilon",
-        min_snr_gamma: float | None = None,
+        prediction: Prediction = "v",
+        min_snr_gamma: float | None = 5.0,
         sampling: C2FSampling | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()

@@ -50,7 +50,8 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         num_train_timesteps: training timesteps ``T``.
         hole_weight: diffusion-loss weight of hole pixels.
         known_weight: diffusion-loss weight of known pixels.
-        prediction: network target (``epsilon``, ``v``, ``x0``; see :mod:`diffusion.denoiser`).
+        prediction: network target (``epsilon``, ``v``, ``x0``; see :mod:`diffusion.denoiser`); default ``v``
+            with ``min_snr_gamma: 5`` as the C2F stages (docs/results.md).
         min_snr_gamma: min-SNR-gamma loss weighting with this gamma (None = off).
         noise_weight: weight of the mask-weighted diffusion loss (``noise``) in the total.
         l1_weight: weight of the image L1 on the predicted x0.
@@ -78,8 +79,8 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         num_train_timesteps: int = 1000,
         hole_weight: float = 1.0,
         known_weight: float = 0.1,
-        prediction: Prediction = "epsilon",
-        min_snr_gamma: float | None = None,
+        prediction: Prediction = "v",
+        min_snr_gamma: float | None = 5.0,
         noise_weight: float = 1.0,
         l1_weight: float = 0.1,
         guidance: GuidanceMode = "fg_bg",

@@ -1,0 +1,210 @@
+"""Ablation study: does every part of the C2F method help, at a scale anyone can rerun on a CPU?
+
+Trains and evaluates, on the same synthetic scenes, seeds and training compute per variant:
+
+- ``full``: two C2F stages (32 -> 64 px) with the guidance combiner, LCG tokens, the boundary and
+  upsampling-consistency loss callbacks, per-stage guidance gains tuned on the validation split;
+- ``paste-only combiner``: the combiner replaced by pasting the known pixels (``combiner=paste``);
+- ``single stage``: one stage at 64 px trained with the same number of training FLOPs (counted with
+  ``torch.utils.flop_counter``) and sampled with the same number of 64 px network evaluations;
+- ``no LCG``: one shared token set (``lcg=false``; guidance then has nothing to contrast);
+- ``gain 1``: the full model sampled with guidance gain 1 at every stage instead of the tuned gains;
+- ``no boundary loss`` / ``no consistency loss``: the full model without that loss callback;
+- baselines that need no training: mean fill, harmonic (Laplace) fill, OpenCV Telea.
+
+Every trained variant runs with ``--seeds`` seeds (training seed = data order, masks, init); the
+held-out scenes (dataset seed never used in training) and their masks are the same for all. Metrics
+per variant (mean and spread over seeds): hole MAE, PSNR and SSIM inside the hole, and the seam error
+on the hole pixels within 2 px of its border.
+
+    python benchmarks/quality.py                     # about 80 min on a 2-core CPU
+    python benchmarks/quality.py --steps 4000 --seeds 3 --held-out 256 --accelerator gpu   # larger, GPU
+
+Writes ``benchmarks/results/quality.json`` and ``docs/figures/ablation_grid.png``;
+``python benchmarks/results_report.py`` renders them into docs/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from benchmarks.inpainting_study import (  # noqa: E402
+    eval_batch, mean_and_spread, save_png, score, summarise, synthetic_sets, train_module,
+)
+from callbacks.boundary_loss import BoundaryLoss  # noqa: E402
+from callbacks.consistency_loss import UpsamplingConsistencyLoss  # noqa: E402
+from callbacks.ema import EMA  # noqa: E402
+from evaluation.grids import labelled_grid, masked_view  # noqa: E402
+from inpainters.classical import HarmonicInpainter, MeanFillInpainter, TeleaInpainter  # noqa: E402
+from lightning_modules.c2f_diffusion import C2FDiffusionModule  # noqa: E402
+from optim.schedules import WarmupCosineLR  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
+GRID = ROOT / "docs" / "figures" / "ablation_grid.png"
+SIZE = 64
+UNETS = [
+    {"channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1, "attention_levels": [2], "heads": 2, "norm_groups": 8},
+    {"channels": 24, "channel_mults": [1, 2, 2, 2], "num_res_blocks": 1, "attention_levels": [3], "heads": 2, "norm_groups": 8},
+]
+SAMPLING = {"two_stage": [20, 10], "single_stage": [15]}  # equal 64 px network evaluations (20/4 + 10 ~ 15)
+GAIN_GRID = [1.0, 1.5, 2.0, 3.0]
+TRAINED = {
+    "full": {},
+    "paste-only combiner": {"combiner": "paste"},
+    "single stage": {"single_stage": True},
+    "no LCG": {"lcg": False},
+    "no boundary loss": {"boundary": False},
+    "no consistency loss": {"consistency": False},
+}
+
+
+def build(variant: dict[str, Any], prediction: str, lr: float, steps: int) -> C2FDiffusionModule:
+    """The C2F module of a variant (two stages, or one 64 px stage)."""
+    single = variant.get("single_stage", False)
+    return C2FDiffusionModule(
+        unets=UNETS[1:] if single else UNETS, embedding={"tokens_per_category": 4, "dim": 32},
+        resolutions=[SIZE] if single else [SIZE // 2, SIZE], sampling_steps=SAMPLING["single_stage" if single else "two_stage"],
+        guidance_gains=[1.0] if single else [1.0, 1.0], combiner_width=16, combiner_depth=2,
+        combiner=variant.get("combiner", "learned"), lcg=variant.get("lcg", True), prediction=prediction,
+        condition_blur_sigma=[0.0, 1.0], degenerate_masks="warn", seed=0,
+        optimizer=lambda p: torch.optim.AdamW(p, lr=lr, weight_decay=0.0),
+        lr_scheduler=lambda opt: WarmupCosineLR(opt, warmup_steps=min(100, steps // 10), total_steps=steps, min_lr_ratio=0.1),
+    )
+
+
+def loss_callbacks(variant: dict[str, Any]) -> list:
+    """The loss-term callbacks a variant trains with (both, unless it ablates one; none for one stage)."""
+    out = []
+    if variant.get("boundary", True):
+        out.append(BoundaryLoss(weight=0.5, width=2))
+    if variant.get("consistency", True) and not variant.get("single_stage"):
+        out.append(UpsamplingConsistencyLoss(weight=0.5, sigma=1.0))
+    return out
+
+
+def training_flops(module: C2FDiffusionModule, batch: dict) -> float:
+    """Mean FLOPs of one training step over the stages the module samples (forward + backward)."""
+    per_stage = []
+    for stage in module.train_stages:
+        with FlopCounterMode(display=False) as counter:
+            per_sample, _ = module.stage_losses(batch, stage, generator=torch.Generator().manual_seed(0))
+            per_sample.mean().backward()
+        module.zero_grad(set_to_none=True)
+        per_stage.append(counter.get_total_flops())
+    return sum(per_stage) / len(per_stage)
+
+
+def sampler(module: C2FDiffusionModule, gains: list[float], seed: int):
+    """``fill(image, mask, category)`` sampling the module with the given gains and a fixed seed."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def fill(image, mask, category):
+        return module.inpaint(image, mask, category, gains=gains, generator=gen)
+
+    return fill
+
+
+def tune_gains(module: C2FDiffusionModule, val, single: bool) -> list[float]:
+    """Per-stage guidance gains with the lowest validation hole MAE over :data:`GAIN_GRID` (coarse stage first)."""
+    if single:
+        candidates = [[g] for g in GAIN_GRID]
+    else:
+        candidates = [[g0, g1] for g0 in GAIN_GRID for g1 in GAIN_GRID[:2] if g1 <= g0]
+    scored = [(summarise(score(sampler(module, g, 1), val)[0])["hole_mae"], g) for g in candidates]
+    return min(scored)[1]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps of the two-stage variants")
+    parser.add_argument("--seeds", type=int, default=2, help="training seeds per variant")
+    parser.add_argument("--batch-size", type=int, default=16, help="training batch size")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    parser.add_argument("--prediction", default="v", help="prediction target of every variant (docs/results.md)")
+    parser.add_argument("--train-images", type=int, default=2000, help="training scenes")
+    parser.add_argument("--held-out", type=int, default=64, help="held-out scenes scored per variant")
+    parser.add_argument("--val-images", type=int, default=32, help="validation scenes used to tune the gains")
+    parser.add_argument("--only", nargs="*", default=None, help="trained variants to run (default all)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--data-dir", default=str(ROOT / "data" / "studies"), help="where the synthetic sets go")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start_all = time.perf_counter()
+    train_glob, val_glob, test_glob = synthetic_sets(Path(args.data_dir), SIZE, args.train_images, args.held_out)
+    data = eval_batch(test_glob, SIZE, args.held_out)
+    val = eval_batch(val_glob, SIZE, min(args.val_images, 16))
+    flop_batch = {"image": data.image[:4], "mask": data.mask[:4], "category": data.category[:4]}
+    per_seed: dict[str, list[dict[str, float]]] = {}
+    fills: dict[str, torch.Tensor] = {}
+    notes: dict[str, Any] = {}
+    for name, fill in (("mean fill", MeanFillInpainter()), ("harmonic", HarmonicInpainter()), ("Telea", TeleaInpainter())):
+        metrics, filled = score(lambda i, m, c, f=fill: f(i, m), data)
+        per_seed[name], fills[name] = [summarise(metrics)], filled
+    two_stage_flops = training_flops(build({}, args.prediction, args.lr, args.steps), flop_batch)
+    single_flops = training_flops(build({"single_stage": True}, args.prediction, args.lr, args.steps), flop_batch)
+    single_steps = max(1, round(args.steps * two_stage_flops / single_flops))
+    notes["training_flops_per_step"] = {"two_stage_mean": two_stage_flops, "single_stage": single_flops}
+    notes["single_stage_steps"] = single_steps
+    for name, variant in TRAINED.items():
+        if args.only and name not in args.only:
+            continue
+        single = variant.get("single_stage", False)
+        steps = single_steps if single else args.steps
+        for seed in range(args.seeds):
+            torch.manual_seed(seed)
+            module = build(variant, args.prediction, args.lr, steps)
+            seconds = train_module(module, train_glob, val_glob, SIZE, steps, args.batch_size, seed,
+                                   callbacks=[*loss_callbacks(variant), EMA(decay=0.995, warmup=True)])
+            module.eval()
+            gains = tune_gains(module, val, single) if variant.get("lcg", True) else [1.0] * module.num_stages
+            metrics, filled = score(sampler(module, gains, 100 + seed), data)
+            per_seed.setdefault(name, []).append({**summarise(metrics), "train_seconds": seconds, "steps": steps})
+            notes.setdefault("gains", {}).setdefault(name, []).append(gains)
+            if seed == 0:
+                fills[name] = filled
+            if name == "full":
+                metrics1, filled1 = score(sampler(module, [1.0] * module.num_stages, 100 + seed), data)
+                per_seed.setdefault("gain 1", []).append(summarise(metrics1))
+                if seed == 0:
+                    fills["gain 1"] = filled1
+            print(f"{name} seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in per_seed[name][-1].items()), flush=True)
+    table = {}
+    for name, runs in per_seed.items():
+        table[name] = {k: mean_and_spread([r[k] for r in runs]) for k in ("hole_mae", "hole_psnr", "hole_ssim", "seam_error")}
+        table[name]["runs"] = len(runs)
+    show = list(range(min(6, args.held_out)))
+    order = [n for n in ("full", "gain 1", "paste-only combiner", "single stage", "no LCG", "no boundary loss",
+                         "no consistency loss", "mean fill", "harmonic", "Telea") if n in fills]
+    rows = [("masked input", [masked_view(data.image[i], data.mask[i]) for i in show]),
+            ("original", [data.image[i] for i in show]), *((n, [fills[n][i] for i in show]) for n in order)]
+    save_png(labelled_grid(rows, [data.keys[i] for i in show], scale=1), GRID)
+    result = {
+        "benchmark": "quality", "command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items() if k != "data_dir"}, "unets": UNETS, "sampling_steps": SAMPLING,
+        "table": table, "per_seed": per_seed, "notes": notes, "grid": str(GRID.relative_to(ROOT)),
+        "wall_seconds": round(time.perf_counter() - start_all), "torch": torch.__version__, "machine": platform.platform(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(f"\n{'variant':22} {'hole MAE':>16} {'PSNR':>14} {'SSIM':>14} {'seam':>16}")
+    for name in order:
+        t = table[name]
+        print(f"{name:22} " + " ".join(f"{t[k][0]:>8.4f}±{t[k][1]:<7.4f}" for k in ("hole_mae", "hole_psnr", "hole_ssim", "seam_error")))
+    print(f"wrote {RESULTS.relative_to(ROOT)} and {GRID.relative_to(ROOT)} in {result['wall_seconds']} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()
