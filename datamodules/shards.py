@@ -346,7 +346,7 @@ def write_image_folder(
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(_prepare_file, jobs, chunksize=8) if pool is not None else map(_prepare_file, jobs)
-        for result in tqdm(results, total=len(jobs), desc=f"writing {prefix} shards", unit="img", disable=not progress):
+        for result in tqdm(results, total=len(jobs), desc=f"writing {prefix} shards", unit="img", disable=None if progress else True):
             if result.skip_reason is not None:
                 summary.skip(result.skip_reason, result.skip_item)
                 continue
@@ -414,7 +414,7 @@ def write_synthetic_shards(
             writer = _open_writer(out_dir, split, max_count, 1e12)
             try:
                 for sample in tqdm(
-                    _synthetic_samples(count, size, seed, split), total=count, desc=f"synthetic {split}", unit="img", disable=not progress
+                    _synthetic_samples(count, size, seed, split), total=count, desc=f"synthetic {split}", unit="img", disable=None if progress else True
                 ):
                     writer.write(sample)
                     summary.written += 1
@@ -528,7 +528,7 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
     def report(kind: str, item: str) -> None:
         problems.setdefault(kind, []).append(item)
 
-    for path in tqdm(files, desc="checking shards", unit="shard", disable=not progress):
+    for path in tqdm(files, desc="checking shards", unit="shard", disable=None if progress else True):
         try:
             samples = list(wds.tarfile_to_samples()([{"url": path}]))
         except Exception as err:
