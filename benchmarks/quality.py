@@ -57,7 +57,7 @@ UNETS = [
     {"channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1, "attention_levels": [2], "heads": 2, "norm_groups": 8},
     {"channels": 24, "channel_mults": [1, 2, 2, 2], "num_res_blocks": 1, "attention_levels": [3], "heads": 2, "norm_groups": 8},
 ]
-SAMPLING = {"two_stage": [20, 10], "single_stage": [15]}  # equal 64 px network evaluations (20/4 + 10 ~ 15)
+SAMPLING = [20, 10]  # DDIM steps of the two stages (32, 64 px)
 GAIN_GRID = [1.0, 1.5, 2.0, 3.0]
 TRAINED = {
     "full": {},
@@ -69,12 +69,20 @@ TRAINED = {
 }
 
 
-def build(variant: dict[str, Any], prediction: str, lr: float, steps: int) -> C2FDiffusionModule:
+def single_stage_steps(two_stage: list[int]) -> int:
+    """DDIM steps of the one 64 px stage that cost the same 64 px network evaluations as ``two_stage`` (a 32 px
+    evaluation costs a quarter: 20 / 4 + 10 = 15)."""
+    return max(1, round(two_stage[0] / 4 + two_stage[1]))
+
+
+def build(variant: dict[str, Any], prediction: str, lr: float, steps: int,
+          sampling: list[int] = SAMPLING) -> C2FDiffusionModule:
     """The C2F module of a variant (two stages, or one 64 px stage)."""
     single = variant.get("single_stage", False)
     return C2FDiffusionModule(
         unets=UNETS[1:] if single else UNETS, embedding={"tokens_per_category": 4, "dim": 32},
-        resolutions=[SIZE] if single else [SIZE // 2, SIZE], sampling_steps=SAMPLING["single_stage" if single else "two_stage"],
+        resolutions=[SIZE] if single else [SIZE // 2, SIZE],
+        sampling_steps=[single_stage_steps(sampling)] if single else list(sampling),
         guidance_gains=[1.0] if single else [1.0, 1.0], combiner_width=16, combiner_depth=2,
         combiner=variant.get("combiner", "learned"), lcg=variant.get("lcg", True), prediction=prediction,
         condition_blur_sigma=[0.0, 1.0], degenerate_masks="warn", seed=0,
@@ -115,14 +123,20 @@ def sampler(module: C2FDiffusionModule, gains: list[float], seed: int):
     return fill
 
 
-def tune_gains(module: C2FDiffusionModule, val, single: bool) -> list[float]:
-    """Per-stage guidance gains with the lowest validation hole MAE over :data:`GAIN_GRID` (coarse stage first)."""
+def tune_gains(module: C2FDiffusionModule, val, single: bool, grid: list[float] = GAIN_GRID) -> list[float]:
+    """Per-stage guidance gains with the lowest validation hole MAE over ``grid`` (coarse stage first; the fine
+    stage tries the two smallest gains, never above the coarse one)."""
     if single:
-        candidates = [[g] for g in GAIN_GRID]
+        candidates = [[g] for g in grid]
     else:
-        candidates = [[g0, g1] for g0 in GAIN_GRID for g1 in GAIN_GRID[:2] if g1 <= g0]
+        candidates = [[g0, g1] for g0 in grid for g1 in grid[:2] if g1 <= g0]
     scored = [(summarise(score(sampler(module, g, 1), val)[0])["hole_mae"], g) for g in candidates]
     return min(scored)[1]
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (as the report links it), else absolute."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -138,7 +152,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="*", default=None, help="trained variants to run (default all)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "studies"), help="where the synthetic sets go")
+    parser.add_argument("--sampling-steps", type=int, nargs=2, default=SAMPLING,
+                        help="DDIM steps of the two stages (the single-stage variant gets the same 64 px evaluations)")
+    parser.add_argument("--gain-grid", type=float, nargs="+", default=GAIN_GRID, help="guidance gains tried per stage")
+    parser.add_argument("--out", default=str(RESULTS), help="JSON result file (the grid goes beside it unless default)")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    grid = GRID if out == RESULTS else out.with_suffix(".png")
     torch.set_num_threads(args.threads)
     start_all = time.perf_counter()
     train_glob, val_glob, test_glob = synthetic_sets(Path(args.data_dir), SIZE, args.train_images, args.held_out)
@@ -163,11 +183,11 @@ def main(argv: list[str] | None = None) -> dict:
         steps = single_steps if single else args.steps
         for seed in range(args.seeds):
             torch.manual_seed(seed)
-            module = build(variant, args.prediction, args.lr, steps)
+            module = build(variant, args.prediction, args.lr, steps, args.sampling_steps)
             seconds = train_module(module, train_glob, val_glob, SIZE, steps, args.batch_size, seed,
                                    callbacks=[*loss_callbacks(variant), EMA(decay=0.995, warmup=True)])
             module.eval()
-            gains = tune_gains(module, val, single) if variant.get("lcg", True) else [1.0] * module.num_stages
+            gains = tune_gains(module, val, single, args.gain_grid) if variant.get("lcg", True) else [1.0] * module.num_stages
             metrics, filled = score(sampler(module, gains, 100 + seed), data)
             per_seed.setdefault(name, []).append({**summarise(metrics), "train_seconds": seconds, "steps": steps})
             notes.setdefault("gains", {}).setdefault(name, []).append(gains)
@@ -188,21 +208,22 @@ def main(argv: list[str] | None = None) -> dict:
                          "no consistency loss", "mean fill", "harmonic", "Telea") if n in fills]
     rows = [("masked input", [masked_view(data.image[i], data.mask[i]) for i in show]),
             ("original", [data.image[i] for i in show]), *((n, [fills[n][i] for i in show]) for n in order)]
-    save_png(labelled_grid(rows, [data.keys[i] for i in show], scale=1), GRID)
+    save_png(labelled_grid(rows, [data.keys[i] for i in show], scale=1), grid)
     result = {
         "benchmark": "quality", "command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": {k: v for k, v in vars(args).items() if k != "data_dir"}, "unets": UNETS, "sampling_steps": SAMPLING,
-        "table": table, "per_seed": per_seed, "notes": notes, "grid": str(GRID.relative_to(ROOT)),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("data_dir", "out")}, "unets": UNETS,
+        "sampling_steps": {"two_stage": args.sampling_steps, "single_stage": [single_stage_steps(args.sampling_steps)]},
+        "table": table, "per_seed": per_seed, "notes": notes, "grid": _shown(grid),
         "wall_seconds": round(time.perf_counter() - start_all), "torch": torch.__version__, "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     print(f"\n{'variant':22} {'hole MAE':>16} {'PSNR':>14} {'SSIM':>14} {'seam':>16}")
     for name in order:
         t = table[name]
         print(f"{name:22} " + " ".join(f"{t[k][0]:>8.4f}±{t[k][1]:<7.4f}" for k in ("hole_mae", "hole_psnr", "hole_ssim", "seam_error")))
-    print(f"wrote {RESULTS.relative_to(ROOT)} and {GRID.relative_to(ROOT)} in {result['wall_seconds']} s")
+    print(f"wrote {_shown(out)} and {_shown(grid)} in {result['wall_seconds']} s")
     return result
 
 
