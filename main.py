@@ -86,9 +86,12 @@ jobs (main configs):
   validate  the validation losses of a checkpoint: a fit config + --ckpt_path runs/.../last.ckpt
   test      evaluations: configs/eval/places2_mat_large.yaml (FID/LPIPS on MAT masks),
             configs/eval/tiny_synthetic.yaml, configs/ripple/tiny.yaml and
-            configs/ripple/ffhq_full.yaml (ripple removal after pose edits)
-  predict   inpaint a folder: configs/c2f/tiny.yaml --config configs/c2f/predict.yaml
-            --ckpt_path ...; HFGI edits: configs/hfgi/ffhq_1024.yaml --ckpt_path ...
+            configs/ripple/ffhq_full.yaml (ripple removal after pose edits),
+            configs/ripple/pairs.yaml (ripple removal on your own original/edit pairs)
+  predict   inpaint a folder: configs/c2f/demo.yaml (the bundled demo model, no other
+            argument needed) or configs/c2f/tiny.yaml --config configs/c2f/predict.yaml
+            --ckpt_path ...; HFGI edits: configs/hfgi/ffhq_1024.yaml --ckpt_path ...;
+            cleaned edits: configs/ripple/pairs.yaml
 
 Add --config configs/logger/{csv,tensorboard,wandb}.yaml to choose the logger. Each run
 prints its directory (runs/<name>/<version>: config.yaml, metrics.csv, checkpoints/).

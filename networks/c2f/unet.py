@@ -355,7 +355,7 @@ class InpaintingUNet(nn.Module):
         context: torch.Tensor,
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predict the noise of ``x_t`` (see the module docstring for shapes)."""
+        """The prediction for ``x_t``: noise, v or x0, whichever target the denoiser trains (module docstring: shapes)."""
         self.check_inputs(x_t, masked_image, mask, context, cond)
         b = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device)
