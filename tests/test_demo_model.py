@@ -12,7 +12,6 @@ from PIL import Image
 
 from diffusion.c2f import C2FModel
 from evaluation.hole_metrics import hole_mae
-from inpainters.c2f import C2FInpainter
 from inpainters.classical import MeanFillInpainter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,21 +36,8 @@ def test_bundled_checkpoint_is_small_and_loads_weights_only():
     assert model.resolutions == [32, 64, 128] and not model.training
 
 
-def test_bundled_model_fills_the_examples_better_than_the_mean():
-    """Scenes it never saw (dataset seed 11): known pixels exact, no saturated noise, hole error below the mean fill."""
-    image, mask, names = _examples()
-    assert len(names) == 6
-    with torch.no_grad():
-        filled = C2FInpainter(str(ASSET), seed=0)(image, mask)
-        mean = MeanFillInpainter()(image, mask)
-    known = (mask == 0).expand_as(image)
-    assert torch.equal(filled[known], image[known])
-    hole = (mask > 0.5).expand_as(image)
-    assert float((filled[hole].abs() > 0.98).float().mean()) < 0.05
-    assert float(hole_mae(filled, image, mask).mean()) < float(hole_mae(mean, image, mask).mean())
-
-
-def test_readme_demo_command_writes_the_inpainted_examples(tmp_path):
+def test_readme_demo_command_inpaints_the_examples_better_than_the_mean(tmp_path):
+    """The README's command: writes every example, keeps known pixels, fills holes better than the mean fill."""
     out = tmp_path / "inpainted"
     proc = subprocess.run(
         [sys.executable, "-m", "main", "predict", "--config", "configs/c2f/demo.yaml",
@@ -60,9 +46,13 @@ def test_readme_demo_command_writes_the_inpainted_examples(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     image, mask, names = _examples()
-    assert sorted(p.stem for p in out.glob("*.png")) == names
-    for i, name in enumerate(names):
-        written = np.asarray(Image.open(out / f"{name}.png"))
-        original = np.asarray(Image.open(EXAMPLES / "images" / f"{name}.png").convert("RGB"))
-        known = np.asarray(Image.open(EXAMPLES / "masks" / f"{name}.png").convert("L")) < 128
-        assert np.array_equal(written[known], original[known]) and not np.array_equal(written[~known], original[~known])
+    assert len(names) == 6 and sorted(p.stem for p in out.glob("*.png")) == names
+    written = np.stack([np.asarray(Image.open(out / f"{n}.png").convert("RGB")) for n in names])
+    filled = torch.from_numpy(written).permute(0, 3, 1, 2).float() / 127.5 - 1
+    known = (mask == 0).expand_as(image)
+    assert torch.allclose(filled[known], image[known], atol=1e-6)  # known pixels written back exactly
+    # scenes it never saw (dataset seed 11): no saturated noise in the holes, hole error below the mean fill
+    hole = ~known
+    assert float((filled[hole].abs() > 0.98).float().mean()) < 0.05
+    mean = MeanFillInpainter()(image, mask)
+    assert float(hole_mae(filled, image, mask).mean()) < float(hole_mae(mean, image, mask).mean())
