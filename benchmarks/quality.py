@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "no consistency loss", "mean fill", "harmonic", "Telea") if n in fills]
     rows = [("masked input", [masked_view(data.image[i], data.mask[i]) for i in show]),
             ("original", [data.image[i] for i in show]), *((n, [fills[n][i] for i in show]) for n in order)]
-    save_png(labelled_grid(rows, [data.keys[i] for i in show], scale=1), grid)
+    save_png(labelled_grid(rows, [data.keys[i].rsplit("_", 1)[-1] for i in show], scale=1), grid)
     result = {
         "benchmark": "quality", "command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {k: v for k, v in vars(args).items() if k not in ("data_dir", "out")}, "unets": UNETS,
