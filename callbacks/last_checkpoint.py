@@ -69,6 +69,8 @@ class LastCheckpoint(Callback):
                 f"step {trainer.global_step}: the model has NaN or Inf weights; not overwriting {self.path}, which keeps "
                 f"step {max(self._last_saved_step, 0)}. Resume from it with a lower learning rate or gradient clipping."
             )
+        # a SAVE of the full training state (optimizer, loops) to resume from, whatever ModelCheckpoint's
+        # save_weights_only says; it loads nothing
         trainer.save_checkpoint(self.path, weights_only=False)
         self._last_saved_step = trainer.global_step
         self._last_time = time.monotonic()

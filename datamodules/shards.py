@@ -91,6 +91,11 @@ class WriteSummary:
         return "\n".join(lines)
 
 
+def _bar_disabled(progress: bool) -> bool | None:
+    """tqdm's ``disable`` for a progress bar the caller wants: shown on a terminal only (None), never (True)."""
+    return None if progress else True
+
+
 def sample_key(relative: Path) -> str:
     """WebDataset key of an input file: its path without extension, '/' -> '__', '.' -> '_' (keys must not contain dots)."""
     stem = relative.with_suffix("").as_posix()
@@ -346,7 +351,7 @@ def write_image_folder(
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(_prepare_file, jobs, chunksize=8) if pool is not None else map(_prepare_file, jobs)
-        for result in tqdm(results, total=len(jobs), desc=f"writing {prefix} shards", unit="img", disable=None if progress else True):
+        for result in tqdm(results, total=len(jobs), desc=f"writing {prefix} shards", unit="img", disable=_bar_disabled(progress)):
             if result.skip_reason is not None:
                 summary.skip(result.skip_reason, result.skip_item)
                 continue
@@ -414,7 +419,7 @@ def write_synthetic_shards(
             writer = _open_writer(out_dir, split, max_count, 1e12)
             try:
                 for sample in tqdm(
-                    _synthetic_samples(count, size, seed, split), total=count, desc=f"synthetic {split}", unit="img", disable=None if progress else True
+                    _synthetic_samples(count, size, seed, split), total=count, desc=f"synthetic {split}", unit="img", disable=_bar_disabled(progress)
                 ):
                     writer.write(sample)
                     summary.written += 1
@@ -528,7 +533,7 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
     def report(kind: str, item: str) -> None:
         problems.setdefault(kind, []).append(item)
 
-    for path in tqdm(files, desc="checking shards", unit="shard", disable=None if progress else True):
+    for path in tqdm(files, desc="checking shards", unit="shard", disable=_bar_disabled(progress)):
         try:
             samples = list(wds.tarfile_to_samples()([{"url": path}]))
         except Exception as err:

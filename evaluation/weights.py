@@ -154,7 +154,7 @@ def inception_feature_extractor(feature: int = 2048, weights_dir: str | os.PathL
     if feature not in (64, 192, 768, 2048):
         raise ValueError(f"inception_feature_extractor: feature must be one of 64, 192, 768, 2048, got {feature}")
     path = require_weight_file(INCEPTION_FID, weights_dir)
-    # torch-fidelity unpickles its weights file with weights_only=False; give it only bytes we wrote
+    # torch-fidelity fully unpickles (no weights-only mode) the file it is given; give it only bytes we wrote
     # ourselves from the tensors of a weights_only read (checked: tensors only, floating, finite).
     state = read_checkpoint(path, CheckpointFormat(name="FID Inception weights file", origin=INCEPTION_FID.url))
     _check_plain_weights(state, str(path))
