@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class SlurmRequeue(Callback):
-    """On ``SIGUSR1`` (``sbatch --signal=SIGUSR1@90``): checkpoint, ``scontrol requeue``, stop.
+    """On ``SIGUSR1`` (``sbatch --signal=SIGUSR1@90``): checkpoint, stop, flush the loggers, ``scontrol requeue``.
 
     Lightning's own handler (``SLURMEnvironment(auto_requeue=True)``) saves the checkpoint inside
     the signal handler, wherever each rank happens to be; under DDP one rank can enter the
@@ -21,8 +21,8 @@ class SlurmRequeue(Callback):
     kills it (seen with gloo on the CI cluster). Here the handler only sets a flag; after every
     training batch the ranks OR their flags with one tiny all-reduce, and when any rank was
     signalled all of them save ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` together (Lightning's name,
-    so ``Trainer.fit`` resumes from it by itself on the requeued job), rank 0 requeues the job and
-    training stops. ``main.py`` adds this callback and turns Lightning's handler off
+    so ``Trainer.fit`` resumes from it by itself on the requeued job) and training stops; at teardown
+    the loggers are flushed and rank 0 requeues the job. ``main.py`` adds this callback and turns Lightning's handler off
     (``SLURMEnvironment(auto_requeue=False)``) in SLURM jobs; outside SLURM it does nothing.
 
     Args:
@@ -36,6 +36,7 @@ class SlurmRequeue(Callback):
         self._signalled = False
         self._active = False
         self._previous_handler = None
+        self._requeue_pending = False
         self.saved_path: Path | None = None
 
     @staticmethod
@@ -58,6 +59,26 @@ class SlurmRequeue(Callback):
         if self._active and self._previous_handler is not None:
             signal.signal(getattr(signal, self.signal_name), self._previous_handler)
         self._active = False
+        if self._requeue_pending:
+            self._requeue_pending = False
+            self._requeue(trainer)
+
+    def _requeue(self, trainer: Trainer) -> None:
+        """Flush the loggers (``scontrol requeue`` ends this process at once), then requeue the job (rank 0)."""
+        for logger in trainer.loggers:
+            logger.save()
+        if not trainer.is_global_zero:
+            return
+        job = self.job_id()
+        result = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
+        if result.returncode == 0:
+            rank_zero_info(f"Requeued SLURM job {job}; it resumes from {self.saved_path}")
+        else:
+            rank_zero_warn(
+                f"`scontrol requeue {job}` failed ({result.stderr.strip()}); the job was not requeued. "
+                f"Resubmit with the same run directory to resume from {self.saved_path}, and check that the "
+                "cluster allows requeueing (JobRequeue=1 or sbatch --requeue)."
+            )
 
     def _next_hpc_path(self, trainer: Trainer) -> Path:
         folder = Path(trainer.default_root_dir)
@@ -73,16 +94,8 @@ class SlurmRequeue(Callback):
         rank_zero_info(f"{self.signal_name} received: saving {path} at step {trainer.global_step} and requeueing")
         trainer.save_checkpoint(path)
         self.saved_path = path
-        if trainer.is_global_zero:
-            job = self.job_id()
-            result = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
-            if result.returncode == 0:
-                rank_zero_info(f"Requeued SLURM job {job}; it resumes from {path}")
-            else:
-                rank_zero_warn(
-                    f"`scontrol requeue {job}` failed ({result.stderr.strip()}); the job was not requeued. "
-                    f"Resubmit with the same run directory to resume from {path}, and check that the "
-                    "cluster allows requeueing (JobRequeue=1 or sbatch --requeue)."
-                )
+        # requeue at teardown, after this step's metrics reached the loggers: requeueing here lost them
+        # whenever SLURM ended the process before Lightning logged the step
+        self._requeue_pending = True
         self._signalled = False
         trainer.should_stop = True
