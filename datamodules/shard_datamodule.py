@@ -15,36 +15,34 @@ logs them as ``data/skipped`` and the datamodule reports the totals when the sta
 """
 from __future__ import annotations
 
-import io
 import logging
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
-import numpy as np
-import torch
 import webdataset as wds
 from lightning.pytorch import LightningDataModule
-from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-
-from datamodules.image_decoding import DECODE_REASONS, ImageDecodeError, read_image
+from torch.utils.data import DataLoader
 
 from datamodules.class_list import ClassList
-from datamodules.shard_files import (
-    IMAGE_EXTENSIONS,
-    ShardError,
-    check_shard,
-    load_class_list,
-    resolve_shards,
-    sample_keys,
+from datamodules.eval_dataset import _EvalDataset, _raise_naming_shard  # noqa: F401  (re-exported)
+from datamodules.sample_counts import (  # noqa: F401  (re-exported: public names of this module)
+    COUNT_COLUMNS,
+    NO_IMAGE,
+    SKIP_REASONS,
+    UNREADABLE_SHARD_DATA,
+    USED,
+    WITHOUT_SEGMENTATION,
+    SampleCounts,
+    SkippedSampleWarning,
 )
-from masks.random import key_seed
+from datamodules.sample_processor import SEG_SUFFIX, SampleProcessor, _nearest_resize_crop, collate  # noqa: F401
+from datamodules.shard_files import ShardError, check_shard, load_class_list, resolve_shards, sample_keys
+from datamodules.train_stream import _EpochCounter, _EpochDataLoader, _TrainReadErrors, _TrainStream  # noqa: F401
+from datamodules.work_split import distributed_rank_world, split_range  # noqa: F401
 from masks.sampler import MaskSampler
 from masks.shape_bank import ShapeBank
-from masks.types import category_of
 
 log = logging.getLogger(__name__)
 
@@ -52,380 +50,8 @@ log = logging.getLogger(__name__)
 # duplicate data per worker. Ours split work per worker and their lengths are exact, so the warning is noise.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
-SEG_SUFFIX = "seg.png"
-
-NO_IMAGE, UNREADABLE_SHARD_DATA = "no image file", "unreadable shard data"
-SKIP_REASONS = (NO_IMAGE, *DECODE_REASONS, UNREADABLE_SHARD_DATA)
-"""Why a sample is skipped: the reasons ``sample_counts`` counts (``unreadable shard data``: a tar member that
-could not be read; the samples lost with it cannot be counted, the event is)."""
-USED, WITHOUT_SEGMENTATION = "used", "used without segmentation"
-COUNT_COLUMNS = (*SKIP_REASONS, USED, WITHOUT_SEGMENTATION)
-
-
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",), None: ("train", "val", "test")}
 _SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
-
-
-class SkippedSampleWarning(UserWarning):
-    """A sample could not be decoded and was skipped (the message names shard and key)."""
-
-
-class SampleCounts:
-    """Counts of used / skipped samples by reason, in shared memory so DataLoader workers can add to them.
-
-    One row per process (row 0: the main process, row ``1 + i``: worker ``i``) so no two processes write
-    the same memory; the owner reads the sums at any time, also while workers run.
-
-    Args:
-        slots: rows, i.e. ``num_workers + 1``.
-    """
-
-    def __init__(self, slots: int = 1) -> None:
-        # a normal tensor even when set up inside trainer.validate/test (inference mode): a later fit updates it
-        with torch.inference_mode(False):
-            self.table = torch.zeros((max(1, slots), len(COUNT_COLUMNS)), dtype=torch.int64)
-        if slots > 1:
-            self.table.share_memory_()
-
-    def add(self, column: str, count: int = 1) -> None:
-        """Add ``count`` to ``column`` (one of ``COUNT_COLUMNS``) in this process's row."""
-        info = get_worker_info()
-        row = 0 if info is None else min(1 + info.id, self.table.shape[0] - 1)
-        self.table[row, COUNT_COLUMNS.index(column)] += count
-
-    def totals(self) -> dict[str, int]:
-        """``{column: count}`` summed over the processes."""
-        return dict(zip(COUNT_COLUMNS, self.table.sum(0).tolist()))
-
-
-def distributed_rank_world() -> tuple[int, int]:
-    """(rank, world size) from torch.distributed when initialised, else ``RANK`` / ``WORLD_SIZE`` env, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _worker() -> tuple[int, int]:
-    info = get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
-
-
-def split_range(count: int, parts: int, index: int) -> tuple[int, int]:
-    """Contiguous ``[start, stop)`` of part ``index`` when ``count`` items are split into ``parts`` (sizes differ by <= 1).
-
-    The one work split of the project: DDP ranks over evaluation / pair sets, DataLoader workers over batches.
-    """
-    if parts < 1 or not 0 <= index < parts:
-        raise ValueError(f"split_range: need 0 <= index < parts, got index={index}, parts={parts}")
-    base, extra = divmod(count, parts)
-    start = index * base + min(index, extra)
-    return start, start + base + (1 if index < extra else 0)
-
-
-def _nearest_resize_crop(seg: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int] | None) -> np.ndarray:
-    """Nearest-neighbour resize of a class-id map to ``size`` (w, h) followed by ``box`` crop, by index arithmetic."""
-    height, width = seg.shape
-    left, top, right, bottom = box if box is not None else (0, 0, size[0], size[1])
-    rows = np.minimum(((np.arange(top, bottom) + 0.5) * height / size[1]).astype(np.int64), height - 1)
-    cols = np.minimum(((np.arange(left, right) + 0.5) * width / size[0]).astype(np.int64), width - 1)
-    return seg[np.ix_(rows, cols)]
-
-
-class SampleProcessor:
-    """Decodes one raw shard sample and turns it into tensors (image, optional mask, type, category, key).
-
-    Args:
-        resolution: output size (square).
-        crop: ``random`` (shorter side -> resolution, random crop), ``center`` (same, centre crop) or
-            ``resize`` (squash to resolution x resolution).
-        class_list: thing / stuff ids for the mask sampler.
-        sampler: mask sampler, None for image-only batches.
-        horizontal_flip: random left-right flip in training.
-        slots: processes that may count samples (``num_workers + 1``), see :class:`SampleCounts`.
-    """
-
-    def __init__(
-        self, resolution: int, crop: str, class_list: ClassList, sampler: MaskSampler | None, horizontal_flip: bool,
-        slots: int = 1,
-    ) -> None:
-        self.resolution = resolution
-        self.crop = crop
-        self.known = np.zeros(65536, dtype=bool)  # lookup table: id -> listed in the class list
-        self.known[sorted(class_list.ids)] = True
-        self.has_classes = len(class_list) > 0
-        self.sampler = sampler
-        self.horizontal_flip = horizontal_flip
-        self.counts = SampleCounts(slots)
-        self._warned_ids: set[str] = set()
-
-    @property
-    def skipped(self) -> Counter:
-        """Skipped samples by reason, over every process of this loader."""
-        return Counter({k: v for k, v in self.counts.totals().items() if k in SKIP_REASONS and v})
-
-    def _skip(self, sample: dict, reason: str, detail: str = "") -> None:
-        self.counts.add(reason)
-        message = (
-            f"skipped sample {sample.get('__key__')!r} of shard {sample.get('__url__')}: {reason}"
-            f"{': ' + detail if detail else ''} (rewrite the shard with `python -m datamodules.shards write` to drop it for good)"
-        )
-        warnings.warn(message, SkippedSampleWarning, stacklevel=2)
-        log.warning(message)
-
-    def _geometry(self, image: Image.Image, seg: np.ndarray | None, rng: np.random.Generator, train: bool):
-        res = self.resolution
-        if self.crop == "resize":
-            box, size = None, (res, res)
-        else:
-            w, h = image.size
-            scale = res / min(w, h)
-            size = (max(res, round(w * scale)), max(res, round(h * scale)))
-            if self.crop == "random" and train:
-                left, top = int(rng.integers(0, size[0] - res + 1)), int(rng.integers(0, size[1] - res + 1))
-            else:
-                left, top = (size[0] - res) // 2, (size[1] - res) // 2
-            box = (left, top, left + res, top + res)
-        if image.size != size:
-            image = image.resize(size, Image.BICUBIC, reducing_gap=3.0)
-        if box is not None:
-            image = image.crop(box)
-        if seg is not None:
-            seg = _nearest_resize_crop(seg, size, box)
-        array = np.array(image, dtype=np.uint8)  # a writable copy
-        if train and self.horizontal_flip and rng.random() < 0.5:
-            array = array[:, ::-1]
-            seg = None if seg is None else seg[:, ::-1]
-        return array, seg
-
-    def __call__(self, sample: dict, rng: np.random.Generator, train: bool) -> dict | None:
-        """Process one raw sample (``{"__key__", "__url__", "<ext>": bytes}``); None when it must be skipped."""
-        key = sample.get("__key__", "?")
-        image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in sample), None)
-        if image_ext is None:
-            self._skip(sample, NO_IMAGE, f"no {'/'.join(IMAGE_EXTENSIONS)} member, only {sorted(k for k in sample if not k.startswith('__'))}")
-            return None
-        try:
-            image = read_image(sample[image_ext], f"its .{image_ext} member").image
-        except ImageDecodeError as err:
-            self._skip(sample, err.reason, str(err))
-            return None
-        self.counts.add(USED)
-        seg = None
-        if self.sampler is not None and SEG_SUFFIX in sample:
-            seg = self._segmentation(sample, image.size)
-        array, seg = self._geometry(image, seg, rng, train)
-        # uint8 CHW per sample; collate() converts the whole batch to [-1, 1] float at once
-        out = {"image": torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), "key": key}
-        if self.sampler is not None:
-            mask, mask_type = self.sampler(self.resolution, self.resolution, rng, seg)
-            out["mask"] = torch.from_numpy(mask)[None]
-            out["mask_type"] = int(mask_type)
-            out["category"] = int(category_of(mask_type))
-        return out
-
-    def _segmentation(self, sample: dict, image_size: tuple[int, int]) -> np.ndarray | None:
-        try:
-            with Image.open(io.BytesIO(sample[SEG_SUFFIX])) as opened:
-                seg = np.asarray(opened)
-        except Exception as err:
-            self._skip_seg(sample, f"undecodable segmentation map ({type(err).__name__})")
-            return None
-        if seg.ndim != 2 or seg.shape != (image_size[1], image_size[0]):
-            self._skip_seg(
-                sample, f"segmentation map of size {seg.shape[::-1]} for a {image_size[0]}x{image_size[1]} image"
-            )
-            return None
-        if not self.has_classes:
-            return None
-        seg = seg.astype(np.int32)
-        unknown = ~self.known[np.clip(seg, 0, 65535)]
-        if unknown.any():
-            url = str(sample.get("__url__"))
-            if url not in self._warned_ids:
-                self._warned_ids.add(url)
-                warnings.warn(
-                    f"shard {url} (sample {sample.get('__key__')!r}) has segmentation ids "
-                    f"{sorted(set(np.unique(seg[unknown]).tolist()))} missing from the class list; they are ignored "
-                    f"for masks. Add them to classes.json (as thing / stuff / ignore).",
-                    SkippedSampleWarning,
-                    stacklevel=2,
-                )
-            seg = np.where(unknown, -1, seg)
-        return seg
-
-    def _skip_seg(self, sample: dict, reason: str) -> None:
-        self.counts.add(WITHOUT_SEGMENTATION)
-        warnings.warn(
-            f"sample {sample.get('__key__')!r} of shard {sample.get('__url__')}: {reason}; the sample is used without "
-            f"segmentation (random / replacement masks only). Rewrite the shard with matching seg maps.",
-            SkippedSampleWarning,
-            stacklevel=2,
-        )
-
-
-def collate(samples: list[dict]) -> dict:
-    """Stack processed samples into a batch dict (see docs/conventions.md); images become float in [-1, 1]."""
-    # numpy's uint8 -> float32 conversion is ~10x faster than torch's on CPU (measured in benchmarks/shard_loading.py)
-    images = np.stack([s["image"].numpy() for s in samples]).astype(np.float32)
-    images *= np.float32(1 / 127.5)
-    images -= np.float32(1.0)
-    images = torch.from_numpy(images)
-    batch = {"image": images, "key": [s["key"] for s in samples]}
-    if "mask" in samples[0]:
-        batch["mask"] = torch.stack([s["mask"] for s in samples])
-        batch["mask_type"] = torch.tensor([s["mask_type"] for s in samples], dtype=torch.long)
-        batch["category"] = torch.tensor([s["category"] for s in samples], dtype=torch.long)
-    return batch
-
-
-class _EpochCounter:
-    """Shared, picklable epoch number: bumped by the loader before workers are (re)created."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-
-class _TrainStream:
-    """Pipeline stage: shuffle buffer + decode + masks + batching, with a per-(rank, worker, epoch) RNG."""
-
-    def __init__(
-        self, processor: SampleProcessor, seed: int, rank: int, epoch: _EpochCounter, batch_size: int, buffer: int,
-        batches: int, errors: _TrainReadErrors,
-    ):
-        self.processor, self.seed, self.rank, self.epoch, self.errors = processor, seed, rank, epoch, errors
-        self.batch_size, self.buffer, self.batches = batch_size, buffer, batches
-        self._iterations = 0
-
-    def worker_seed(self) -> int:
-        """Seed for ``ResampledShards``: distinct per seed, rank, worker and epoch."""
-        worker, _ = _worker()
-        return int(np.random.SeedSequence([self.seed, self.rank, worker, self.epoch.value]).generate_state(1)[0])
-
-    def __call__(self, source: Iterator[dict]) -> Iterator[dict]:
-        worker, workers = _worker()
-        self._iterations += 1  # persistent workers keep this object: still a new stream each epoch
-        rng = np.random.default_rng([self.seed, self.rank, worker, self.epoch.value, self._iterations, 0xDA7A])
-        start, stop = split_range(self.batches, workers, worker)
-        todo = stop - start
-        buffer: list[dict] = []
-        batch: list[dict] = []
-        if todo == 0:
-            return
-        for sample in source:
-            buffer.append(sample)
-            if len(buffer) < self.buffer:
-                continue
-            picked = buffer.pop(int(rng.integers(len(buffer))))
-            processed = self.processor(picked, rng, train=True)
-            if processed is None:
-                self.errors.failed(f"sample {picked.get('__key__')!r} of {picked.get('__url__')} skipped")
-                continue
-            self.errors.consecutive = 0
-            batch.append(processed)
-            if len(batch) == self.batch_size:
-                yield collate(batch)
-                batch = []
-                todo -= 1
-                if todo == 0:
-                    return
-
-
-class _EvalDataset(IterableDataset):
-    """Fixed evaluation set: this rank's contiguous slice of the samples, split again across workers."""
-
-    def __init__(self, shards: list[str], keys: list[list[str]], processor: SampleProcessor, seed: int, batch_size: int, rank: int, world: int, num_workers: int):
-        super().__init__()
-        self.shards, self.keys, self.processor = shards, keys, processor
-        self.seed, self.batch_size, self.rank, self.world = seed, batch_size, rank, world
-        self.num_workers = max(1, num_workers)
-        self.total = sum(len(k) for k in keys)
-        self.rank_range = split_range(self.total, world, rank)
-
-    def _worker_range(self, worker: int, workers: int) -> tuple[int, int]:
-        lo, hi = self.rank_range
-        a, b = split_range(hi - lo, workers, worker)
-        return lo + a, lo + b
-
-    def __len__(self) -> int:
-        return sum(-(-(b - a) // self.batch_size) for a, b in (self._worker_range(w, self.num_workers) for w in range(self.num_workers)))
-
-    def __iter__(self) -> Iterator[dict]:
-        worker, workers = _worker()
-        lo, hi = self._worker_range(worker, workers)
-        wanted: dict[str, set[str]] = {}
-        offset = 0
-        for shard, keys in zip(self.shards, self.keys):
-            a, b = max(lo, offset), min(hi, offset + len(keys))
-            if a < b:
-                wanted[shard] = set(keys[a - offset : b - offset])
-            offset += len(keys)
-        batch: list[dict] = []
-        for shard, selected in wanted.items():
-            for sample in wds.tarfile_to_samples(handler=_raise_naming_shard)([{"url": shard}]):
-                if sample["__key__"] not in selected:
-                    continue
-                rng = np.random.default_rng(key_seed(sample["__key__"], self.seed))
-                processed = self.processor(sample, rng, train=False)
-                if processed is None:
-                    continue
-                batch.append(processed)
-                if len(batch) == self.batch_size:
-                    yield collate(batch)
-                    batch = []
-        if batch:
-            yield collate(batch)
-
-
-def _raise_naming_shard(exn: Exception) -> bool:
-    raise ShardError(
-        f"cannot read evaluation shard ({exn!r}); it is corrupt or truncated: rewrite it with "
-        f"`python -m datamodules.shards write ...` or remove it from val_shards / test_shards"
-    ) from exn
-
-
-class _TrainReadErrors:
-    """Handler for unreadable training shard data: warn and go on, but fail after many failures in a row.
-
-    Resampling never runs out of shards, so without the limit a shard list where every file is broken would spin
-    forever instead of failing. Skipped samples count too; ``_TrainStream`` resets the count on every usable sample.
-    """
-
-    def __init__(self, limit: int = 100, counts: SampleCounts | None = None) -> None:
-        self.limit = limit
-        self.consecutive = 0
-        self.counts = counts
-
-    def failed(self, what: str) -> None:
-        """Count one failure (unreadable data or skipped sample); raise ShardError when the limit is reached."""
-        self.consecutive += 1
-        if self.consecutive >= self.limit:
-            raise ShardError(
-                f"{self.consecutive} consecutive failures reading the training shards without one usable sample, "
-                f"last: {what}; the shards are corrupt or unreadable: rewrite them with `python -m datamodules.shards write ...`"
-            )
-
-    def __call__(self, exn: Exception) -> bool:
-        if self.counts is not None:
-            self.counts.add(UNREADABLE_SHARD_DATA)
-        self.failed(repr(exn))
-        warnings.warn(
-            f"skipping unreadable training shard data ({exn!r}); rewrite the shard or drop it from train_shards",
-            SkippedSampleWarning,
-            stacklevel=2,
-        )
-        return True
-
-
-class _EpochDataLoader(DataLoader):
-    """DataLoader that bumps the shared epoch counter each time a new pass starts."""
-
-    def __init__(self, *args, epoch: _EpochCounter, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.epoch.value += 1
-        return super().__iter__()
 
 
 class ShardDataModule(LightningDataModule):
