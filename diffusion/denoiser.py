@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from diffusion.guidance import cfg_combine
+from diffusion.sampling import SPACINGS, TimestepSpacing
 from diffusion.schedules import ScheduleName, make_alphas_cumprod
 
 __all__ = ["InpaintingDenoiser", "Prediction", "min_snr_weight", "predict_x0", "q_sample"]
@@ -84,6 +85,12 @@ class InpaintingDenoiser(nn.Module):
         known_weight: weight of known pixels (mask = 0) in the diffusion loss.
         prediction: what the network predicts: ``"epsilon"`` (noise), ``"v"`` (velocity) or ``"x0"``.
         min_snr_gamma: min-SNR-gamma loss weighting with this gamma (5 in the paper); None = off.
+        zero_terminal_snr: rescale the schedule to zero terminal SNR (Lin et al. 2024; needs ``v`` or ``x0``).
+        shift_resolution: this stage's resolution in px for the simple-diffusion log-SNR shift
+            ``2 log(shift_base / shift_resolution)``; None = no shift (docs/schedules.md).
+        shift_base: base resolution of that shift (64 in Hoogeboom et al. 2023).
+        timestep_spacing: DDIM timesteps of the samplers: ``linspace`` (T-1 .. 0) or ``trailing``
+            (Lin et al. 2024; with zero terminal SNR).
     """
 
     def __init__(
@@ -95,6 +102,10 @@ class InpaintingDenoiser(nn.Module):
         known_weight: float = 0.1,
         prediction: Prediction = "epsilon",
         min_snr_gamma: float | None = None,
+        zero_terminal_snr: bool = False,
+        shift_resolution: int | None = None,
+        shift_base: int = 64,
+        timestep_spacing: TimestepSpacing = "linspace",
     ) -> None:
         super().__init__()
         if hole_weight < 0 or known_weight < 0 or hole_weight + known_weight == 0:
@@ -106,11 +117,22 @@ class InpaintingDenoiser(nn.Module):
             raise ValueError(f"InpaintingDenoiser: prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if min_snr_gamma is not None and min_snr_gamma <= 0:
             raise ValueError(f"InpaintingDenoiser: min_snr_gamma must be > 0 (or null to disable), got {min_snr_gamma}")
+        if zero_terminal_snr and prediction == "epsilon":
+            raise ValueError(
+                "InpaintingDenoiser: zero_terminal_snr=true with prediction='epsilon' is undefined: at the last step "
+                "x_T is pure noise, so x0 = (x_t - sqrt(1 - a) eps) / sqrt(a) divides by sqrt(a) = 0 (Lin et al. 2024); "
+                "set prediction to 'v' or 'x0', or zero_terminal_snr to false"
+            )
+        if timestep_spacing not in SPACINGS:
+            raise ValueError(f"InpaintingDenoiser: timestep_spacing must be one of {SPACINGS}, got {timestep_spacing!r}")
         self.unet = unet
         self.schedule, self.num_train_timesteps = schedule, num_train_timesteps
         self.hole_weight, self.known_weight = hole_weight, known_weight
         self.prediction, self.min_snr_gamma = prediction, min_snr_gamma
-        self.register_buffer("alphas_cumprod", make_alphas_cumprod(schedule, num_train_timesteps).float(), persistent=False)
+        self.zero_terminal_snr, self.timestep_spacing = bool(zero_terminal_snr), timestep_spacing
+        self.shift_resolution, self.shift_base = shift_resolution, shift_base
+        abar = make_alphas_cumprod(schedule, num_train_timesteps, zero_terminal_snr, shift_resolution, shift_base)
+        self.register_buffer("alphas_cumprod", abar.float(), persistent=False)
 
     def denoised(self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """The denoised image implied by the network ``output`` at ``(x_t, t)`` (see the module table)."""
@@ -156,7 +178,11 @@ class InpaintingDenoiser(nn.Module):
                 :func:`diffusion.guidance.guidance_contexts`.
             uncond_context: unconditional tokens (the other category's in ``fg_bg`` mode, the null tokens in
                 ``learned_null`` mode), same shape.
-            cond_scale: guidance gain ``s`` (1 = the conditional prediction).
+            cond_scale: guidance gain ``s``. At ``s = 1`` the result is the conditional prediction
+                ``x0_c`` (the pass reading ``context``, the requested category's tokens, in both
+                guidance modes), so only that forward runs (the gain-1 fast path: half the work).
+                The same holds when ``context`` and ``uncond_context`` are the same tensor values
+                (a model without LCG): both passes would give ``x0_c``.
             batched: run both passes as ONE forward on a doubled batch (default); False runs
                 two forwards (less peak memory; used by the benchmark).
         """
@@ -164,6 +190,8 @@ class InpaintingDenoiser(nn.Module):
             raise ValueError(
                 f"context {tuple(context.shape)} and uncond_context {tuple(uncond_context.shape)} must have the same shape"
             )
+        if float(cond_scale) == 1.0 or context is uncond_context or torch.equal(context, uncond_context):
+            return self(x_t, t, masked_image, mask, context, cond)
         if batched:
             two = lambda z: None if z is None else torch.cat([z, z], dim=0)  # noqa: E731
             t_b = torch.as_tensor(t, device=x_t.device)
