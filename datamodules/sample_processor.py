@@ -21,6 +21,10 @@ from masks.types import category_of
 log = logging.getLogger(__name__)
 
 SEG_SUFFIX = "seg.png"
+CLEAN_PLATE_SUFFIX = "bg.png"
+"""Optional member: the RGB clean plate (the background without the foreground objects), same size as the image."""
+CLEAN_PLATE_SEG_SUFFIX = "bgseg.png"
+"""Optional member: the clean plate's class-id map, encoded like ``seg.png``."""
 
 
 def _nearest_resize_crop(seg: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -73,7 +77,11 @@ class SampleProcessor:
         warnings.warn(message, SkippedSampleWarning, stacklevel=2)
         log.warning(message)
 
-    def _geometry(self, image: Image.Image, seg: np.ndarray | None, rng: np.random.Generator, train: bool):
+    def _geometry(
+        self, image: Image.Image, seg: np.ndarray | None, rng: np.random.Generator, train: bool,
+        plate: Image.Image | None = None, plate_seg: np.ndarray | None = None,
+    ):
+        """One draw of resize / crop / flip applied alike to the image, its seg map and its clean plate (+ seg)."""
         res = self.resolution
         if self.crop == "resize":
             box, size = None, (res, res)
@@ -86,17 +94,23 @@ class SampleProcessor:
             else:
                 left, top = (size[0] - res) // 2, (size[1] - res) // 2
             box = (left, top, left + res, top + res)
-        if image.size != size:
-            image = image.resize(size, Image.BICUBIC, reducing_gap=3.0)
-        if box is not None:
-            image = image.crop(box)
-        if seg is not None:
-            seg = _nearest_resize_crop(seg, size, box)
-        array = np.array(image, dtype=np.uint8)  # a writable copy
-        if train and self.horizontal_flip and rng.random() < 0.5:
-            array = array[:, ::-1]
-            seg = None if seg is None else seg[:, ::-1]
-        return array, seg
+        flip = bool(train and self.horizontal_flip and rng.random() < 0.5)
+
+        def pixels(picture: Image.Image) -> np.ndarray:
+            if picture.size != size:
+                picture = picture.resize(size, Image.BICUBIC, reducing_gap=3.0)
+            if box is not None:
+                picture = picture.crop(box)
+            array = np.array(picture, dtype=np.uint8)  # a writable copy
+            return array[:, ::-1] if flip else array
+
+        def ids(map_: np.ndarray | None) -> np.ndarray | None:
+            if map_ is None:
+                return None
+            map_ = _nearest_resize_crop(map_, size, box)
+            return map_[:, ::-1] if flip else map_
+
+        return pixels(image), ids(seg), (None if plate is None else pixels(plate)), ids(plate_seg)
 
     def __call__(self, sample: dict, rng: np.random.Generator, train: bool) -> dict | None:
         """Process one raw sample (``{"__key__", "__url__", "<ext>": bytes}``); None when it must be skipped."""
@@ -114,15 +128,53 @@ class SampleProcessor:
         seg = None
         if self.sampler is not None and SEG_SUFFIX in sample:
             seg = self._segmentation(sample, image.size)
-        array, seg = self._geometry(image, seg, rng, train)
+        plate, plate_seg = self._clean_plate(sample, image.size)
+        array, seg, plate, plate_seg = self._geometry(image, seg, rng, train, plate, plate_seg)
         # uint8 CHW per sample; collate() converts the whole batch to [-1, 1] float at once
         out = {"image": torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), "key": key}
+        if plate is not None:
+            out["clean_plate"] = torch.from_numpy(np.ascontiguousarray(plate.transpose(2, 0, 1)))
+        if plate_seg is not None:
+            out["clean_plate_seg"] = torch.from_numpy(np.ascontiguousarray(plate_seg).astype(np.int64))
         if self.sampler is not None:
             mask, mask_type = self.sampler(self.resolution, self.resolution, rng, seg)
             out["mask"] = torch.from_numpy(mask)[None]
             out["mask_type"] = int(mask_type)
             out["category"] = int(category_of(mask_type))
         return out
+
+    def _clean_plate(self, sample: dict, image_size: tuple[int, int]) -> tuple[Image.Image | None, np.ndarray | None]:
+        """The ``bg.png`` clean plate (RGB) and its ``bgseg.png`` ids, when present, decodable and of the image's size."""
+        if CLEAN_PLATE_SUFFIX not in sample:
+            return None, None
+        try:
+            plate = read_image(sample[CLEAN_PLATE_SUFFIX], f"its .{CLEAN_PLATE_SUFFIX} member").image
+        except ImageDecodeError as err:
+            self._warn_plate(sample, f"clean plate not used: {err}")
+            return None, None
+        if plate.size != image_size:
+            self._warn_plate(sample, f"clean plate of size {plate.size[0]}x{plate.size[1]} for a {image_size[0]}x{image_size[1]} image; not used")
+            return None, None
+        plate_seg = None
+        if CLEAN_PLATE_SEG_SUFFIX in sample:
+            try:
+                with Image.open(io.BytesIO(sample[CLEAN_PLATE_SEG_SUFFIX])) as opened:
+                    plate_seg = np.asarray(opened).astype(np.int32)
+            except Exception as err:
+                self._warn_plate(sample, f"undecodable clean-plate segmentation ({type(err).__name__}); not used")
+            else:
+                if plate_seg.shape != (image_size[1], image_size[0]):
+                    self._warn_plate(sample, f"clean-plate segmentation of size {plate_seg.shape[::-1]} for a {image_size[0]}x{image_size[1]} image; not used")
+                    plate_seg = None
+        return plate, plate_seg
+
+    def _warn_plate(self, sample: dict, reason: str) -> None:
+        warnings.warn(
+            f"sample {sample.get('__key__')!r} of shard {sample.get('__url__')}: {reason}. Rewrite the shard with a "
+            f"clean plate of the image's size.",
+            SkippedSampleWarning,
+            stacklevel=3,
+        )
 
     def _segmentation(self, sample: dict, image_size: tuple[int, int]) -> np.ndarray | None:
         try:
@@ -164,14 +216,32 @@ class SampleProcessor:
         )
 
 
-def collate(samples: list[dict]) -> dict:
-    """Stack processed samples into a batch dict (see docs/conventions.md); images become float in [-1, 1]."""
+def _unit_range(pictures: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 ``(3, H, W)`` tensors -> one float32 ``(B, 3, H, W)`` batch in [-1, 1]."""
     # numpy's uint8 -> float32 conversion is ~10x faster than torch's on CPU (measured in benchmarks/shard_loading.py)
-    images = np.stack([s["image"].numpy() for s in samples]).astype(np.float32)
-    images *= np.float32(1 / 127.5)
-    images -= np.float32(1.0)
-    images = torch.from_numpy(images)
+    stacked = np.stack([p.numpy() for p in pictures]).astype(np.float32)
+    stacked *= np.float32(1 / 127.5)
+    stacked -= np.float32(1.0)
+    return torch.from_numpy(stacked)
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack processed samples into a batch dict (see docs/conventions.md); images become float in [-1, 1].
+
+    When at least one sample has a clean plate: ``clean_plate`` ``(B, 3, H, W)`` in [-1, 1] (a sample without one gets
+    its own image) and ``has_clean_plate`` ``(B,)`` bool; with clean-plate seg maps also ``clean_plate_seg``
+    ``(B, H, W)`` long, -1 for samples without one.
+    """
+    images = _unit_range([s["image"] for s in samples])
     batch = {"image": images, "key": [s["key"] for s in samples]}
+    if any("clean_plate" in s for s in samples):  # samples without one get their own image and False
+        batch["clean_plate"] = _unit_range([s["clean_plate"] if "clean_plate" in s else s["image"] for s in samples])
+        batch["has_clean_plate"] = torch.tensor(["clean_plate" in s for s in samples], dtype=torch.bool)
+    if any("clean_plate_seg" in s for s in samples):  # -1 where a sample has no clean-plate segmentation
+        h, w = images.shape[-2:]
+        batch["clean_plate_seg"] = torch.stack(
+            [s["clean_plate_seg"] if "clean_plate_seg" in s else torch.full((h, w), -1, dtype=torch.int64) for s in samples]
+        )
     if "mask" in samples[0]:
         batch["mask"] = torch.stack([s["mask"] for s in samples])
         batch["mask_type"] = torch.tensor([s["mask_type"] for s in samples], dtype=torch.long)

@@ -7,6 +7,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 from PIL import Image
 
@@ -236,3 +237,48 @@ def test_class_list_naming_unknown_ids_is_rejected(synthetic_shards, tmp_path):
         load_class_list(resolve_shards(synthetic_shards.train), str(override))
     with pytest.raises(FileNotFoundError, match="missing.json"):
         load_class_list(resolve_shards(synthetic_shards.train), str(tmp_path / "missing.json"))
+
+
+def _plate_shard(path, count=6, h=48, w=64):
+    """Samples whose clean plate is the photographic negative of the image and whose ``bgseg`` ids are the column
+    index; every other sample has no clean plate."""
+    cols = np.broadcast_to(np.arange(w, dtype=np.uint8), (h, w))
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(count):
+            image = _image(10 + i, h, w)
+            image[..., 0] = cols * 4  # a ramp: the image's own red channel says which source column a pixel shows
+            sample = {"__key__": f"p{i}", "png": encode_png(image)}
+            if i % 2 == 0:
+                sample["bg.png"] = encode_png(255 - image)
+                sample["bgseg.png"] = encode_segmentation(cols.copy())
+            sink.write(sample)
+
+
+def test_clean_plates_follow_the_image_geometry_and_batch_with_a_flag(tmp_path):
+    from datamodules.shard_datamodule import ShardDataModule
+
+    _plate_shard(tmp_path / "plates-000000.tar")
+    dm = ShardDataModule(str(tmp_path / "plates-000000.tar"), resolution=32, crop="random", batch_size=3, num_workers=0,
+                         samples_per_epoch=24, with_masks=False, horizontal_flip=True)
+    dm.setup("fit")
+    flips = set()
+    for batch in dm.train_dataloader():
+        if "clean_plate" not in batch:  # present only when a sample of the batch has one
+            assert all(int(key[1:]) % 2 for key in batch["key"]) and "has_clean_plate" not in batch
+            continue
+        assert batch["clean_plate"].shape == batch["image"].shape == (3, 3, 32, 32)
+        assert batch["clean_plate"].dtype == torch.float32 and batch["has_clean_plate"].dtype == torch.bool
+        for i, key in enumerate(batch["key"]):
+            has = int(key[1:]) % 2 == 0
+            assert bool(batch["has_clean_plate"][i]) == has
+            image, plate = batch["image"][i], batch["clean_plate"][i]
+            if not has:  # no clean plate: the sample's own image stands in, seg ids -1
+                assert torch.equal(plate, image) and (batch["clean_plate_seg"][i] == -1).all()
+                continue
+            # same resize / crop / flip: the negative adds up to white (bicubic rounding: 1 level)
+            assert ((image + 1) * 127.5 + (plate + 1) * 127.5 - 255).abs().max() <= 1.01
+            seg = batch["clean_plate_seg"][i]
+            red = (image[0] + 1) * 127.5  # 4 x source column, up to bicubic smoothing
+            assert ((red - 4 * seg.float()).abs() <= 8).float().mean() > 0.9
+            flips.add(bool(seg[0, 0] > seg[0, -1]))
+    assert flips == {True, False}  # both flipped and unflipped crops were checked
