@@ -28,6 +28,7 @@ import logging
 import netrc
 import os
 import pkgutil
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -41,6 +42,7 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.checkpoint_io import SafeCheckpointIO
 from callbacks.data_health import SkippedSampleMonitor
@@ -51,9 +53,12 @@ from callbacks.loss_curves import LossCurves
 from callbacks.run_config_snapshot import RunConfigSnapshot, config_differences
 from callbacks.run_announcement import RunAnnouncement
 from callbacks.slurm_requeue import SlurmRequeue
+from callbacks.stop_on_signal import StopOnSignal, signal_exit_code
 from callbacks.step_metrics import StepOnlyMetrics
 from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
-from cli.checkpoint_args import apply_checkpoint_hparams, explicit_model_keys, resolve_ckpt_path, run_dir_from_config
+from cli.checkpoint_args import (
+    apply_checkpoint_hparams, explicit_model_keys, newest_training_state, resolve_ckpt_path, run_dir_from_config,
+)
 from datamodules.class_list import ClassListError
 from datamodules.image_decoding import ImageDecodeError
 from datamodules.image_files import PredictInputError
@@ -289,14 +294,12 @@ class RestoreLabCLI(LightningCLI):
             keep_previous_metrics(run_dir)  # a rerun into the same directory never deletes earlier metrics
 
     def _resume_after_node_failure(self, cfg: Namespace, run_dir: Path | None) -> None:
-        """A job requeued without SIGUSR1 (node failure, preemption) has no hpc checkpoint: resume
-        from the run's ``last.ckpt`` instead of starting over."""
+        """A requeued job resumes from the newer of the run's ``last.ckpt`` (SIGTERM stop, node failure)
+        and its ``hpc_ckpt_*.ckpt`` (SIGUSR1 stop) instead of starting over."""
         if self.subcommand != "fit" or run_dir is None or cfg.get("ckpt_path") is not None:
             return
-        if any(run_dir.glob("hpc_ckpt_*.ckpt")):
-            return  # Lightning resumes from it by itself
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
+        last = newest_training_state(run_dir)  # None: Lightning resumes from the newest hpc_ckpt_* by itself
+        if last is not None:
             cfg.ckpt_path = str(last)
 
     @staticmethod
@@ -345,13 +348,27 @@ class RestoreLabCLI(LightningCLI):
         kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
 
+    def _signal_exit_code(self) -> int | None:
+        stops = [c for c in getattr(getattr(self, "trainer", None), "callbacks", []) if isinstance(c, StopOnSignal)]
+        return stops[0].exit_code if stops else None
+
     def _run_subcommand(self, subcommand: str) -> None:
+        """Run the subcommand; a SIGTERM / SIGINT stop exits 143 / 130 (``StopOnSignal``), never 0."""
         try:
             super()._run_subcommand(subcommand)
+        except SIGTERMException:  # a SystemExit with status 0: the signal's status instead
+            raise SystemExit(self._signal_exit_code() or signal_exit_code(signal.SIGTERM)) from None
+        except SystemExit as exit_:
+            if isinstance(exit_.__context__, KeyboardInterrupt):  # Lightning's Ctrl+C path exits 1
+                raise SystemExit(signal_exit_code(signal.SIGINT)) from None
+            raise
         except ValueError as err:  # Lightning's own check when DDP launches (e.g. devices="auto")
             if "configured in SLURM" in str(err):
                 raise self._slurm_mismatch(str(err)) from err
             raise
+        code = self._signal_exit_code()
+        if code is not None:  # the signal came during the last validation: training ended and was saved
+            raise SystemExit(code)
 
 
 def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
@@ -368,7 +385,7 @@ def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
             },
             "log_every_n_steps": 10,
             "callbacks": [
-                WandbCheckpointRecord(), SlurmRequeue(), RunAnnouncement(), StepOnlyMetrics(), LossCurves(),
+                WandbCheckpointRecord(), StopOnSignal(), SlurmRequeue(), RunAnnouncement(), StepOnlyMetrics(), LossCurves(),
                 FiniteLossGuard(), SkippedSampleMonitor(),
             ],
         },
@@ -481,3 +498,5 @@ if __name__ == "__main__":
             raise
         print(f"error: {inner}", file=sys.stderr)
         sys.exit(1 if isinstance(inner, NonFiniteLossError) else 2)
+    except KeyboardInterrupt:  # Ctrl+C outside training (StopOnSignal handles it during training)
+        sys.exit(signal_exit_code(signal.SIGINT))

@@ -5,7 +5,8 @@ import time
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_debug, rank_zero_info
 
 from callbacks.run_directory import run_directory
@@ -13,7 +14,7 @@ from callbacks.run_directory import run_directory
 __all__ = ["LastCheckpoint"]
 
 
-class LastCheckpoint(Callback):
+class LastCheckpoint(Checkpoint):
     """Write ``<run directory>/checkpoints/last.ckpt`` every N steps / minutes, after every validation and at the end.
 
     Lightning's ``ModelCheckpoint(save_last=True)`` with a monitored metric only refreshes
@@ -23,6 +24,10 @@ class LastCheckpoint(Callback):
     (:class:`callbacks.checkpoint_io.SafeCheckpointIO`) and never write non-finite weights: if any
     parameter is NaN or Inf the save is refused and training stops, so ``last.ckpt`` keeps the last
     good state.
+
+    It is a Lightning ``Checkpoint`` callback, so Lightning runs it after the other callbacks and after
+    ``ModelCheckpoint`` (checkpoint callbacks keep their order): the ``last.ckpt`` written after a
+    validation holds the best-k tracker that this validation updated (resuming restores it).
 
     Args:
         every_n_train_steps: save every this many optimizer steps (None or 0: off).
@@ -60,7 +65,8 @@ class LastCheckpoint(Callback):
             self.path = run_directory(trainer) / "checkpoints" / f"{self.filename}.ckpt"
             self._last_time = time.monotonic()
 
-    def _save(self, trainer: Trainer, pl_module: LightningModule, why: str) -> None:
+    def save(self, trainer: Trainer, pl_module: LightningModule, why: str) -> None:
+        """Save the full training state to :attr:`path` now (all ranks call it; skipped when this step is saved)."""
         if self.path is None or trainer.sanity_checking or trainer.global_step == self._last_saved_step:
             return
         finite = all(bool(torch.isfinite(p.detach()).all()) for p in pl_module.parameters() if p.is_floating_point())
@@ -83,14 +89,14 @@ class LastCheckpoint(Callback):
             late = time.monotonic() - self._last_time >= 60 * self.every_n_minutes
             due = due or bool(trainer.strategy.broadcast(late))
         if due:
-            self._save(trainer, pl_module, "periodic")
+            self.save(trainer, pl_module, "periodic")
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.save_on_validation_end and trainer.state.fn == "fit":
-            self._save(trainer, pl_module, "after validation")
+            self.save(trainer, pl_module, "after validation")
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._save(trainer, pl_module, "end of training")
+        self.save(trainer, pl_module, "end of training")
 
     def state_dict(self) -> dict:
         return {"last_saved_step": self._last_saved_step}

@@ -10,6 +10,9 @@ from pathlib import Path
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from callbacks.stop_on_signal import StopOnSignal
 
 
 class SlurmRequeue(Callback):
@@ -24,6 +27,13 @@ class SlurmRequeue(Callback):
     so ``Trainer.fit`` resumes from it by itself on the requeued job) and training stops; at teardown
     the loggers are flushed and rank 0 requeues the job. ``main.py`` adds this callback and turns Lightning's handler off
     (``SLURMEnvironment(auto_requeue=False)``) in SLURM jobs; outside SLURM it does nothing.
+
+    ``SIGTERM`` (preemption, the time limit, ``scancel``) is handled by
+    :class:`callbacks.stop_on_signal.StopOnSignal`, which saves ``checkpoints/last.ckpt`` at the end
+    of the current batch and stops; this callback then flushes the loggers and requeues the job the
+    same way, and the requeued job resumes from that ``last.ckpt`` (the newest state:
+    ``main.RestoreLabCLI._resume_after_node_failure``). ``scontrol requeue`` fails for a job that
+    is not requeueable (``--no-requeue``, ``JobRequeue=0``): the job then ends with status 143.
 
     Args:
         signal_name: the signal SLURM sends before the time limit (``--signal=<name>@<seconds>``).
@@ -62,6 +72,18 @@ class SlurmRequeue(Callback):
         if self._requeue_pending:
             self._requeue_pending = False
             self._requeue(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """A SIGTERM stop (``StopOnSignal`` saved ``last.ckpt``): requeue the job, as after SIGUSR1."""
+        if not self._active or not isinstance(exception, SIGTERMException):
+            return
+        stops = [c for c in trainer.callbacks if isinstance(c, StopOnSignal)]
+        if stops and stops[0].stopped_by == signal.SIGINT:
+            return  # Ctrl+C on an interactive step: the user wants it to end
+        self._requeue_pending = False
+        self.saved_path = stops[0].saved_path if stops and stops[0].saved_path else self.saved_path
+        rank_zero_info(f"SIGTERM in SLURM job {self.job_id()}: requeueing it")
+        self._requeue(trainer)
 
     def _requeue(self, trainer: Trainer) -> None:
         """Flush the loggers (``scontrol requeue`` ends this process at once), then requeue the job (rank 0)."""

@@ -3,7 +3,9 @@
 ``python -m main {fit,validate,test,predict} --config X --ckpt_path P``:
 
 * ``P = last`` / ``best``: the run directory of this command (``save_dir/name/version`` of its
-  logger) is searched for ``checkpoints/last.ckpt`` / ``checkpoints/best-*.ckpt``. Nothing there is
+  logger) is searched for ``checkpoints/last.ckpt`` / ``checkpoints/best-*.ckpt``; of several best
+  files, the one with the best score that ``ModelCheckpoint`` stored in it (lowest for
+  ``checkpoint.mode: min``), never the newest by file time (:func:`best_checkpoint`). Nothing there is
   an error that names the directory searched and lists the earlier runs that have one (Lightning
   itself starts from scratch with a misleading hint).
 * The file is read safely (:func:`networks.checkpoints.read_checkpoint`); a damaged one is an
@@ -25,12 +27,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import torch
 from jsonargparse import Namespace
 
 from callbacks.checkpoint_io import LIGHTNING_FORMAT
 from networks.checkpoints import CheckpointError, read_checkpoint
 
-__all__ = ["CkptPathError", "explicit_model_keys", "run_dir_from_config", "resolve_ckpt_path", "apply_checkpoint_hparams"]
+__all__ = [
+    "CkptPathError", "apply_checkpoint_hparams", "best_checkpoint", "checkpoint_score", "explicit_model_keys",
+    "newest_training_state", "peek_checkpoint", "resolve_ckpt_path", "run_dir_from_config",
+]
 
 
 class CkptPathError(CheckpointError):
@@ -84,6 +90,65 @@ def run_dir_from_config(cfg: Namespace) -> tuple[Path | None, list[Path]]:
     return parent / name, siblings
 
 
+def peek_checkpoint(path: str | Path) -> dict | None:
+    """The entries of a Lightning checkpoint, memory-mapped (weights are not read) and weights-only.
+
+    Returns:
+        The checkpoint dict, or ``None`` when the file is not a readable torch checkpoint.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable file just has no step or score to offer
+        return None
+    return ckpt if isinstance(ckpt, dict) else None
+
+
+def checkpoint_score(path: str | Path) -> float | None:
+    """The monitored score of a ``ModelCheckpoint`` file, as stored in the file by the callback that wrote it.
+
+    ``ModelCheckpoint`` records every file it keeps, with its score, in ``best_k_models`` before it
+    saves; that state travels inside the file (``callbacks``). ``None`` when the file has none.
+    """
+    ckpt = peek_checkpoint(path)
+    for state in ((ckpt or {}).get("callbacks") or {}).values():
+        kept = state.get("best_k_models") if isinstance(state, dict) else None
+        for kept_path, score in (kept or {}).items():
+            if Path(kept_path).name == Path(path).name and score is not None:
+                return float(score)
+    return None
+
+
+def best_checkpoint(files: Iterable[Path], mode: str = "min") -> Path | None:
+    """The file with the best stored score (lowest for ``mode="min"``, highest for ``"max"``).
+
+    Files without a stored score (not written by ``ModelCheckpoint``) are not candidates; ``None``
+    when no file has a score.
+    """
+    if mode not in ("min", "max"):
+        raise ValueError(f"checkpoint.mode must be 'min' or 'max', got {mode!r}")
+    scored = [(score, p) for p in files if (score := checkpoint_score(p)) is not None]
+    if not scored:
+        return None
+    pick = min if mode == "min" else max
+    return pick(scored, key=lambda item: item[0])[1]
+
+
+def newest_training_state(run_dir: Path) -> Path | None:
+    """``checkpoints/last.ckpt`` of ``run_dir`` when it holds a later step than every ``hpc_ckpt_*.ckpt``.
+
+    A SIGTERM stop writes ``last.ckpt`` (``callbacks.stop_on_signal``), a SIGUSR1 stop an
+    ``hpc_ckpt_<n>.ckpt``; a requeued job resumes from the newer. ``None`` when there is no
+    ``last.ckpt`` or an hpc checkpoint is as new (Lightning resumes from the newest hpc checkpoint
+    by itself).
+    """
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    last_step = (peek_checkpoint(last) or {}).get("global_step", -1)
+    hpc_steps = [(peek_checkpoint(p) or {}).get("global_step", -1) for p in run_dir.glob("hpc_ckpt_*.ckpt")]
+    return last if all(last_step > step for step in hpc_steps) else None
+
+
 def resolve_ckpt_path(ckpt_path: str | None, cfg: Namespace) -> str | None:
     """A concrete checkpoint file for ``ckpt_path`` (``last``, ``best`` or a path), or an error saying why not."""
     if ckpt_path is None or ckpt_path in ("hpc", "registry") or str(ckpt_path).startswith("registry:"):
@@ -99,10 +164,20 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: Namespace) -> str | None:
             f"--ckpt_path {ckpt_path}: the run directory of this logger is not known before it starts; give the checkpoint's path"
         )
     folder = run_dir / "checkpoints"
-    found = [folder / "last.ckpt"] if ckpt_path == "last" else sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    found = [p for p in found if p.is_file()]
-    if found:
-        return str(found[-1])
+    if ckpt_path == "last":
+        if (folder / "last.ckpt").is_file():
+            return str(folder / "last.ckpt")
+    else:
+        candidates = sorted(p for p in folder.glob("best-*.ckpt") if p.is_file())
+        mode = str((cfg.get("checkpoint") or Namespace()).get("mode") or "min")
+        best = best_checkpoint(candidates, mode)
+        if best is not None:
+            return str(best)
+        if candidates:
+            raise CkptPathError(
+                f"--ckpt_path best: no file in {folder} records its {mode} score ({', '.join(p.name for p in candidates)}: "
+                "not written by ModelCheckpoint, or unreadable); give the path of the checkpoint to use."
+            )
     earlier = [str(p) for p in siblings if (p / "checkpoints" / ("last.ckpt" if ckpt_path == "last" else "")).exists()
                and p != run_dir and any((p / "checkpoints").glob("last.ckpt" if ckpt_path == "last" else "best-*.ckpt"))]
     hint = (f" Earlier runs with one: {', '.join(earlier[-5:])}; resume one with --trainer.logger.init_args.version=<its version> "
