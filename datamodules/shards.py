@@ -4,6 +4,9 @@ Shard format (one sample = files sharing a key inside a POSIX tar, see docs/data
 
     <key>.jpg | <key>.png     the RGB image (original bytes unless resized)
     <key>.seg.png             optional class-id map, 8-bit (ids < 256) or 16-bit grey PNG, same size
+    <key>.bg.png              optional clean plate: the RGB background without the foreground objects, same size
+                              (synthetic scenes; the ground truth of object removal)
+    <key>.bgseg.png           its class-id map (encoded like seg.png), present with bg.png
     <key>.json                {"key", "source", "width", "height", "has_seg"}
 
 and ``classes.json`` (see ``datamodules.class_list``) next to the shards.
@@ -43,9 +46,11 @@ from tqdm import tqdm
 from datamodules.class_list import ClassList
 from datamodules.image_decoding import UNDECODABLE, ImageDecodeError, read_image
 from datamodules.shard_files import CLASS_LIST_NAME, IMAGE_EXTENSIONS, load_class_list, resolve_shards, sample_keys
-from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene
+from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene_layers
 
 SEG_SUFFIX = "seg.png"
+CLEAN_PLATE_SUFFIX = "bg.png"
+CLEAN_SEG_SUFFIX = "bgseg.png"
 META_SUFFIX = "json"
 
 
@@ -375,12 +380,14 @@ def write_image_folder(
 def _synthetic_samples(count: int, size: int, seed: int, split: str) -> Iterator[dict]:
     offset = {"train": 0, "val": 10_000_000, "test": 20_000_000}[split]
     for i in range(count):
-        image, seg = synthetic_scene(seed * 100_000_000 + offset + i, size)
+        image, seg, clean, clean_seg = synthetic_scene_layers(seed * 100_000_000 + offset + i, size)
         key = f"{split}_{i:07d}"
         yield {
             "__key__": key,
             "png": _encode_image(Image.fromarray(image), "png"),
             SEG_SUFFIX: encode_segmentation(seg),
+            CLEAN_PLATE_SUFFIX: _encode_image(Image.fromarray(clean), "png"),
+            CLEAN_SEG_SUFFIX: encode_segmentation(clean_seg),
             META_SUFFIX: json.dumps({"key": key, "source": "synthetic", "width": size, "height": size, "has_seg": True}).encode(),
         }
 
@@ -524,7 +531,8 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
     Checks: the tar reads to the end and holds at least one sample, each sample has an image that decodes the
     way training decodes it (``datamodules.image_decoding``: not too small, no decompression bomb, a faithful
     8-bit conversion), its seg map (if any) decodes, has the image's size and only ids of the class list next to
-    the shards.
+    the shards; a clean plate (``bg.png``, if any) decodes as RGB of the image's size and comes with a ``bgseg.png``
+    that passes the seg-map checks.
     """
     files = resolve_shards(spec)
     classes = load_class_list(files)
@@ -554,18 +562,45 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
                 cause = type(err.__cause__).__name__ if err.__cause__ is not None else ""
                 report(err.reason, f"{where} ({cause})" if err.reason == UNDECODABLE else str(err))
                 continue
+            _check_clean_plate(sample, where, size, classes, report)
             if SEG_SUFFIX not in sample:
                 continue
-            try:
-                seg = decode_segmentation(sample[SEG_SUFFIX])
-            except Exception as err:
-                report("undecodable segmentation map", f"{where} ({err})")
-                continue
-            if seg.shape != (size[1], size[0]):
-                report("segmentation map of the wrong size", f"{where} ({seg.shape[1]}x{seg.shape[0]} for {size[0]}x{size[1]})")
-            elif len(classes) and classes.unknown_ids(np.flatnonzero(np.bincount(seg.ravel()))):
-                report("segmentation ids not in the class list", f"{where} (ids {classes.unknown_ids(np.unique(seg))})")
+            _check_seg(sample[SEG_SUFFIX], "segmentation map", where, size, classes, report)
     return problems
+
+
+def _check_seg(data: bytes, what: str, where: str, size: tuple[int, int], classes: ClassList, report) -> None:
+    """Report an undecodable class-id map, one of another size than the image, or one with unknown ids."""
+    try:
+        seg = decode_segmentation(data)
+    except Exception as err:
+        report(f"undecodable {what}", f"{where} ({err})")
+        return
+    if seg.shape != (size[1], size[0]):
+        report(f"{what} of the wrong size", f"{where} ({seg.shape[1]}x{seg.shape[0]} for {size[0]}x{size[1]})")
+    elif len(classes) and classes.unknown_ids(np.flatnonzero(np.bincount(seg.ravel()))):
+        report(f"{what} ids not in the class list".replace("segmentation map ids", "segmentation ids"),
+               f"{where} (ids {classes.unknown_ids(np.unique(seg))})")
+
+
+def _check_clean_plate(sample: dict, where: str, size: tuple[int, int], classes: ClassList, report) -> None:
+    """Checks of the optional clean plate (``bg.png``) and its segmentation (``bgseg.png``)."""
+    has_plate, has_seg = CLEAN_PLATE_SUFFIX in sample, CLEAN_SEG_SUFFIX in sample
+    if not has_plate and not has_seg:
+        return
+    if has_plate != has_seg:
+        present, absent = (CLEAN_PLATE_SUFFIX, CLEAN_SEG_SUFFIX) if has_plate else (CLEAN_SEG_SUFFIX, CLEAN_PLATE_SUFFIX)
+        report("clean plate without its segmentation (or the reverse)", f"{where} (has .{present}, lacks .{absent})")
+    if has_plate:
+        try:
+            plate = read_image(sample[CLEAN_PLATE_SUFFIX], f"{where}.{CLEAN_PLATE_SUFFIX}").image
+        except ImageDecodeError as err:
+            report("undecodable clean plate", str(err))
+        else:
+            if plate.size != size:
+                report("clean plate of the wrong size", f"{where} ({plate.size[0]}x{plate.size[1]} for {size[0]}x{size[1]})")
+    if has_seg:
+        _check_seg(sample[CLEAN_SEG_SUFFIX], "clean-plate segmentation map", where, size, classes, report)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,7 +2,8 @@
 
 A scene has background "stuff" (sky or wall above a wavy horizon, grass, road or water below)
 and 1-4 foreground "things" (balls, crates, kites, bottles) drawn over it, each with its own
-noise / stripe texture. Everything is determined by the seed.
+noise / stripe texture. Everything is determined by the seed. :func:`synthetic_scene_layers` also returns the
+clean plate (the background without the objects) and its segmentation.
 """
 from __future__ import annotations
 
@@ -94,6 +95,21 @@ def synthetic_scene(seed: int, height: int = 64, width: int | None = None) -> tu
         ``(image, segmentation)``: uint8 ``(H, W, 3)`` RGB and uint8 ``(H, W)`` class ids from
         ``SYNTHETIC_CLASSES``.
     """
+    image, seg, _, _ = synthetic_scene_layers(seed, height, width)
+    return image, seg
+
+
+def synthetic_scene_layers(seed: int, height: int = 64, width: int | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One procedural scene and its clean plate (the background before any object is drawn).
+
+    The same seed gives the same scene as :func:`synthetic_scene`. Outside the objects the clean plate equals the
+    image exactly; inside them it holds the background the objects hide, the ground truth of object removal.
+
+    Returns:
+        ``(image, segmentation, clean_plate, clean_segmentation)``: uint8 ``(H, W, 3)``, ``(H, W)``,
+        ``(H, W, 3)``, ``(H, W)`` (the clean segmentation holds only "stuff" ids).
+    """
     width = height if width is None else width
     rng = np.random.default_rng([seed, 0x5CE4E])
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -114,6 +130,7 @@ def synthetic_scene(seed: int, height: int = 64, width: int | None = None) -> tu
         tex = _texture(rng, height, width, color, _STUFF_PATTERN[int(cid)])
         image[seg == cid] = tex[seg == cid]
 
+    clean, clean_seg = np.clip(image, 0, 255).astype(np.uint8), seg.copy()
     for _ in range(int(rng.integers(1, 5))):
         kind = int(rng.choice([10, 11, 12, 13]))
         r = rng.uniform(0.1, 0.25) * min(height, width)
@@ -136,4 +153,4 @@ def synthetic_scene(seed: int, height: int = 64, width: int | None = None) -> tu
         shade = 1.0 - 0.25 * np.clip(((xs - cx) + (ys - cy)) / (2 * r), -1, 1)[..., None]
         image[region] = (tex * shade)[region]
         seg[region] = kind
-    return np.clip(image, 0, 255).astype(np.uint8), seg
+    return np.clip(image, 0, 255).astype(np.uint8), seg, clean, clean_seg
