@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
             for with_masks in (False, True):
                 dm = ShardDataModule(
                     pattern, pattern, resolution=args.resolution, batch_size=args.batch_size, num_workers=workers,
-                    with_masks=with_masks, samples_per_epoch=args.count, shuffle_buffer=32,
+                    with_masks=with_masks, samples_per_epoch=args.count,
                 )
                 dm.setup("fit")
                 rate, seen = bench_loader(dm.train_dataloader())

@@ -6,6 +6,7 @@ import io
 import logging
 import warnings
 from collections import Counter
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from datamodules.class_list import ClassList
 from datamodules.image_decoding import ImageDecodeError, read_image
 from datamodules.sample_counts import NO_IMAGE, SKIP_REASONS, USED, WITHOUT_SEGMENTATION, SampleCounts, SkippedSampleWarning
 from datamodules.shard_files import IMAGE_EXTENSIONS
+from masks.objects import foreground_object_mask
 from masks.sampler import MaskSampler
 from masks.types import category_of
 
@@ -142,6 +144,44 @@ class SampleProcessor:
             out["mask_type"] = int(mask_type)
             out["category"] = int(category_of(mask_type))
         return out
+
+    def stock_shape_bank(self, read: Callable[[int], dict], donors: list[int], rng: np.random.Generator) -> None:
+        """Replace the harvested shapes of the mask sampler's bank by the foreground objects of the ``donors`` samples.
+
+        The training stream calls this when a pass starts, with donors drawn from (seed, epoch), so the replacement
+        masks (type 3) of a sample depend on its position only, not on the samples read before it in this process.
+
+        Args:
+            read: sample number -> raw sample (``ShardIndex.read``).
+            donors: sample numbers.
+            rng: draws the object of each donor.
+        """
+        if self.sampler is None:
+            return
+        bank = self.sampler.shape_bank
+        bank.harvested.clear()
+        bank._next = 0
+        if not self.sampler.thing_ids:
+            return
+        for number in donors:
+            try:
+                raw = read(number)
+                if SEG_SUFFIX not in raw:
+                    continue
+                with Image.open(io.BytesIO(raw[SEG_SUFFIX])) as opened:
+                    seg = np.asarray(opened).astype(np.int32)
+            except Exception:  # noqa: BLE001 (a broken donor only means one shape fewer; the stream reports it)
+                continue
+            if seg.ndim != 2:
+                continue
+            seg = np.where(self.known[np.clip(seg, 0, 65535)], seg, -1)
+            seg = _nearest_resize_crop(seg, (self.resolution, self.resolution), None)
+            hole = foreground_object_mask(
+                seg, self.sampler.thing_ids, rng, self.sampler.min_object_area, self.sampler.max_object_area,
+                self.sampler.max_dilation,
+            )
+            if hole is not None:
+                bank.add(hole)
 
     def _clean_plate(self, sample: dict, image_size: tuple[int, int]) -> tuple[Image.Image | None, np.ndarray | None]:
         """The ``bg.png`` clean plate (RGB) and its ``bgseg.png`` ids, when present, decodable and of the image's size."""

@@ -1,8 +1,10 @@
 """``ShardDataModule``: WebDataset shards -> batches of image, mask, mask type, category and key.
 
-Training reads shards resampled with replacement (``webdataset.ResampledShards``), seeded per rank,
-DataLoader worker and epoch, so every rank and worker sees different data, and yields exactly
-``samples_per_epoch // batch_size`` batches per rank (no DDP hang when shards do not divide evenly).
+Training reads an addressable stream (``datamodules.train_stream``): per pass over the data a seeded permutation of
+every sample, ranks disjoint within an epoch, exactly ``samples_per_epoch // batch_size`` batches per rank (no DDP
+hang when shards do not divide evenly). Batch ``t`` of epoch ``e`` is a pure function of (seed, rank, e, t), whatever
+the number of DataLoader workers; the position is the datamodule's ``state_dict``, saved in every checkpoint, so a
+resumed run continues with the next batch without reading the ones before it (docs/data.md, "Resume").
 Validation / test read a fixed set: the samples are split across ranks (and workers) by sample
 index, every sample exactly once, no padding; masks are seeded from the sample key and ``seed``
 so they are identical every epoch and on any number of GPUs.
@@ -21,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-import webdataset as wds
+import numpy as np
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -38,8 +41,9 @@ from datamodules.sample_counts import (  # noqa: F401  (re-exported: public name
     SkippedSampleWarning,
 )
 from datamodules.sample_processor import SEG_SUFFIX, SampleProcessor, _nearest_resize_crop, collate  # noqa: F401
-from datamodules.shard_files import ShardError, check_shard, load_class_list, resolve_shards, sample_keys
-from datamodules.train_stream import _EpochCounter, _EpochDataLoader, _TrainReadErrors, _TrainStream  # noqa: F401
+from datamodules.shard_files import ShardError, load_class_list, resolve_shards, sample_keys
+from datamodules.shard_index import ShardIndex
+from datamodules.train_stream import SHAPE_DONORS, StreamPosition, TrainLoader, TrainStream, _TrainReadErrors
 from datamodules.work_split import distributed_rank_world, split_range  # noqa: F401
 from masks.sampler import MaskSampler
 from masks.shape_bank import ShapeBank
@@ -79,9 +83,9 @@ class ShardDataModule(LightningDataModule):
             bg replacement); types a sample cannot provide are dropped and the rest renormalised.
         random_hole_range: hole-ratio range of background random (type 2) masks.
         samples_per_epoch: training samples per epoch and rank (``samples_per_epoch // batch_size`` batches).
-        shuffle_buffer: training samples held in each worker's shuffle buffer.
         horizontal_flip: random left-right flips in training.
-        seed: seed of shard resampling, crops, masks and the evaluation masks.
+        seed: seed of the training order, crops, masks, the model's per-step noise (see
+            :meth:`on_after_batch_transfer`) and the evaluation masks.
         synthetic_dir: if set and no shards are there yet, ``prepare_data`` generates the synthetic scene set
             into this folder (once, safe under DDP); the split patterns default to its files.
         synthetic_samples: train / val / test sizes of the generated synthetic set.
@@ -104,7 +108,6 @@ class ShardDataModule(LightningDataModule):
         mask_probabilities: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
         random_hole_range: tuple[float, float] = (0.05, 0.6),
         samples_per_epoch: int = 10_000,
-        shuffle_buffer: int = 64,
         horizontal_flip: bool = True,
         seed: int = 0,
         synthetic_dir: str | None = None,
@@ -133,12 +136,14 @@ class ShardDataModule(LightningDataModule):
         self.num_workers, self.with_masks = num_workers, with_masks
         self.mask_probabilities = tuple(mask_probabilities)
         self.random_hole_range = tuple(random_hole_range)
-        self.samples_per_epoch, self.shuffle_buffer = samples_per_epoch, shuffle_buffer
+        self.samples_per_epoch = samples_per_epoch
         self.horizontal_flip, self.seed = horizontal_flip, seed
         self.synthetic_dir, self.synthetic_samples = synthetic_dir, tuple(synthetic_samples)
         self.synthetic_size = synthetic_size or resolution
         self.pin_memory = pin_memory
-        self._train_epoch = _EpochCounter()
+        self._train_index: ShardIndex | None = None
+        self._train_loader: TrainLoader | None = None
+        self._resume: StreamPosition | None = None
         self._files: dict[str, list[str]] = {}
         self._eval_keys: dict[str, list[list[str]]] = {}
         self.class_list: ClassList | None = None
@@ -179,8 +184,7 @@ class ShardDataModule(LightningDataModule):
                 raise ValueError(f"{split}_shards is not set; give a brace pattern, glob or list of .tar files (or synthetic_dir)")
             files = resolve_shards(spec, f"{split}_shards")
             if split == "train":
-                for path in files:
-                    check_shard(path)
+                self._train_index = ShardIndex(files, "train_shards")
             else:
                 keys = [sample_keys(path) for path in files]
                 if sum(len(k) for k in keys) == 0:
@@ -208,8 +212,10 @@ class ShardDataModule(LightningDataModule):
                     self.class_list.thing_ids,
                     self.class_list.stuff_ids,
                     random_hole_range=self.random_hole_range,
-                    shape_bank=ShapeBank(capacity=256 if split == "train" else 0, seed=self.seed),
-                    harvest_shapes=split == "train",
+                    # training: the bank holds the objects of each epoch's donor samples (TrainStream), never the
+                    # samples read before, so a sample's masks do not depend on the history of its worker
+                    shape_bank=ShapeBank(capacity=SHAPE_DONORS if split == "train" else 0, seed=self.seed),
+                    harvest_shapes=False,
                 )
             self._processors[split] = SampleProcessor(
                 self.resolution, self.crop, self.class_list, sampler, self.horizontal_flip, slots=self.num_workers + 1
@@ -301,27 +307,73 @@ class ShardDataModule(LightningDataModule):
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
 
     def train_dataloader(self) -> DataLoader:
-        """Resampled, rank- and worker-split training batches; ``samples_per_epoch // batch_size`` per rank."""
+        """This rank's training batches, ``samples_per_epoch // batch_size`` per epoch, from the restored position on."""
         self._require("train")
-        rank, _world = distributed_rank_world()
+        rank, world = distributed_rank_world()
+        processor = self._processor("train")
+        stream = TrainStream(
+            self._train_index, processor, self.seed, rank, world, self.batch_size, self.samples_per_epoch // self.batch_size,
+            _TrainReadErrors(counts=processor.counts),
+        )
+        self._train_loader = TrainLoader(
+            stream, num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=False
+        )
+        if self._resume is not None:
+            self._train_loader.resume_at(self._resume)
+            self._resume = None
+        return self._train_loader
+
+    # ----------------------------------------------------------------- resumption
+    def _stream_layout(self) -> dict:
+        rank, world = distributed_rank_world()
+        samples = len(self._train_index) if self._train_index is not None else None
+        return {"seed": self.seed, "world_size": world, "batch_size": self.batch_size,
+                "samples_per_epoch": self.samples_per_epoch, "samples": samples}
+
+    def state_dict(self) -> dict:
+        """The training stream's position: ``{"train_stream": {"epoch", "batches_done", <layout>}}``.
+
+        ``batches_done`` counts the batches of ``epoch`` that trained (the trainer's own count, so batches a
+        DataLoader fetched ahead are not lost). Every rank is at the same position (ranks step in lockstep) and
+        DataLoader workers derive theirs from it, so the one value resumes every rank and worker. Lightning saves it
+        in every checkpoint (``last.ckpt`` included) and restores it with ``--ckpt_path``.
+        """
+        loader = self._train_loader
+        if loader is None or loader.epoch < 0 or self.trainer is None:
+            return {}
+        done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return {"train_stream": {"epoch": loader.epoch, "batches_done": done, **self._stream_layout()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Continue the training stream where ``state_dict`` (from :meth:`state_dict`) left it."""
+        saved = state_dict.get("train_stream")
+        if not saved:
+            return
+        epoch, done = int(saved["epoch"]), int(saved["batches_done"])
         batches = self.samples_per_epoch // self.batch_size
-        errors = _TrainReadErrors(counts=self._processor("train").counts)
-        stream = _TrainStream(
-            self._processor("train"), self.seed, rank, self._train_epoch, self.batch_size, self.shuffle_buffer, batches, errors
-        )
-        pipeline = wds.DataPipeline(
-            wds.ResampledShards(self._files["train"], seed=self.seed, worker_seed=stream.worker_seed, deterministic=True),
-            wds.tarfile_to_samples(handler=errors),
-            stream,
-        ).with_length(batches, silent=True)
-        return _EpochDataLoader(
-            pipeline,
-            batch_size=None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=False,
-            epoch=self._train_epoch,
-        )
+        changed = {k: (v, saved.get(k)) for k, v in self._stream_layout().items() if saved.get(k) != v and v is not None}
+        if changed:
+            warnings.warn(
+                "the checkpoint's training stream was laid out differently ("
+                + ", ".join(f"{k}: {old} then, {new} now" for k, (new, old) in changed.items())
+                + f"); training continues at epoch {epoch}, batch {done} of the new layout, which is not the data the "
+                f"interrupted run would have read next",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._resume = StreamPosition(epoch + 1, 0) if done >= batches else StreamPosition(epoch, done)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Before each training step, seed torch's RNGs from (seed, rank, the step's batch number).
+
+        The model's random draws in ``training_step`` (noise, timesteps, condition dropout, augmentation) then
+        depend on the position only, like the batch itself, so a resumed run repeats the uninterrupted one exactly.
+        """
+        trainer = self.trainer
+        if trainer is not None and trainer.training and not trainer.sanity_checking:
+            number = int(trainer.fit_loop.epoch_loop.batch_progress.total.ready)  # batches before this one
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, trainer.global_rank, number, 0x7E]).generate_state(1)[0]))
+        return batch
 
     def _eval_loader(self, split: str) -> DataLoader:
         self._require(split)

@@ -1,75 +1,132 @@
-"""The training stream: shards resampled per (seed, rank, worker, epoch), shuffle buffer, decode, batches."""
+"""The training stream: an addressable sequence of batches whose content is a pure function of the position.
+
+Epoch ``e`` of rank ``r`` (of ``world``) has ``batches`` batches of ``batch_size`` samples. Its sample ``j`` is the
+stream's global sample ``g = (e * world + r) * batches * batch_size + j``, and global sample ``g`` is entry
+``g mod n`` of the ``g // n``-th seeded permutation of the ``n`` indexed samples (MosaicML Streaming / torchdata
+style: every sample once per pass, ranks disjoint within an epoch). Crops, flips and masks of a sample draw from an
+RNG seeded by ``(seed, g)``; a sample that cannot be used is replaced by a seeded draw ``(seed, g, attempt)``. So
+batch ``t`` of epoch ``e`` of rank ``r`` is the same whatever came before it, whatever the number of DataLoader
+workers, and a resumed run starts at its position by arithmetic, without reading the batches before it.
+
+DataLoader workers take the batches round-robin (worker ``w`` of ``W`` makes batches ``start + w, start + w + W,
+...``), which is the order a DataLoader delivers them in, so the rank's batch sequence is the same with any ``W``.
+"""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.sample_counts import UNREADABLE_SHARD_DATA, SampleCounts, SkippedSampleWarning
 from datamodules.sample_processor import SampleProcessor, collate
 from datamodules.shard_files import ShardError
-from datamodules.work_split import split_range, worker_index
+from datamodules.shard_index import ShardIndex
+from datamodules.work_split import worker_index
+
+SHAPE_DONORS = 32
+"""Samples per epoch whose foreground objects stock the shape bank of replacement masks (type 3)."""
 
 
-class _EpochCounter:
-    """Shared, picklable epoch number: bumped by the loader before workers are (re)created."""
+@dataclass
+class StreamPosition:
+    """Where the next pass over the training stream starts: ``epoch`` and the first batch of it (``batch``)."""
 
-    def __init__(self) -> None:
-        self.value = 0
+    epoch: int = 0
+    batch: int = 0
 
 
-class _TrainStream:
-    """Pipeline stage: shuffle buffer + decode + masks + batching, with a per-(rank, worker, epoch) RNG."""
+class _Order:
+    """Global sample number -> index of the sample in the shard index (seeded permutation per pass over the data)."""
+
+    def __init__(self, seed: int, count: int) -> None:
+        self.seed, self.count = seed, count
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __call__(self, g: int) -> int:
+        cycle, offset = divmod(g, self.count)
+        perm = self._cache.get(cycle)
+        if perm is None:
+            if len(self._cache) >= 2:
+                self._cache.pop(next(iter(self._cache)))
+            perm = self._cache[cycle] = np.random.default_rng([self.seed, cycle, 0x0DE5]).permutation(self.count)
+        return int(perm[offset])
+
+    def replacement(self, g: int, attempt: int) -> int:
+        """The sample that stands in for global sample ``g`` when ``attempt`` earlier ones could not be used."""
+        return int(np.random.default_rng([self.seed, g, attempt, 0x5B5]).integers(self.count))
+
+
+class TrainStream(IterableDataset):
+    """This rank's training batches of one epoch, from :attr:`position` on (see the module docstring).
+
+    Args:
+        index: the training samples.
+        processor: decode + geometry + masks.
+        seed: the data seed.
+        rank: this rank.
+        world: number of ranks.
+        batch_size: samples per batch.
+        batches: batches per epoch and rank.
+        errors: counts consecutive failures (a set of broken shards fails instead of spinning).
+    """
 
     def __init__(
-        self, processor: SampleProcessor, seed: int, rank: int, epoch: _EpochCounter, batch_size: int, buffer: int,
+        self, index: ShardIndex, processor: SampleProcessor, seed: int, rank: int, world: int, batch_size: int,
         batches: int, errors: _TrainReadErrors,
-    ):
-        self.processor, self.seed, self.rank, self.epoch, self.errors = processor, seed, rank, epoch, errors
-        self.batch_size, self.buffer, self.batches = batch_size, buffer, batches
-        self._iterations = 0
+    ) -> None:
+        super().__init__()
+        self.index, self.processor, self.errors = index, processor, errors
+        self.seed, self.rank, self.world = seed, rank, world
+        self.batch_size, self.batches = batch_size, batches
+        self.position = StreamPosition()
+        self.order = _Order(seed, len(index))
 
-    def worker_seed(self) -> int:
-        """Seed for ``ResampledShards``: distinct per seed, rank, worker and epoch."""
-        worker, _ = worker_index()
-        return int(np.random.SeedSequence([self.seed, self.rank, worker, self.epoch.value]).generate_state(1)[0])
+    def __len__(self) -> int:
+        return self.batches  # a whole epoch: Lightning counts a resumed epoch's batches from its own progress
 
-    def __call__(self, source: Iterator[dict]) -> Iterator[dict]:
-        worker, workers = worker_index()
-        self._iterations += 1  # persistent workers keep this object: still a new stream each epoch
-        rng = np.random.default_rng([self.seed, self.rank, worker, self.epoch.value, self._iterations, 0xDA7A])
-        start, stop = split_range(self.batches, workers, worker)
-        todo = stop - start
-        buffer: list[dict] = []
-        batch: list[dict] = []
-        if todo == 0:
-            return
-        for sample in source:
-            buffer.append(sample)
-            if len(buffer) < self.buffer:
+    def global_sample(self, epoch: int, t: int, i: int) -> int:
+        """Global number of sample ``i`` of batch ``t`` of ``epoch`` on this rank."""
+        return ((epoch * self.world + self.rank) * self.batches + t) * self.batch_size + i
+
+    def sample(self, g: int) -> dict:
+        """Processed global sample ``g`` (a seeded stand-in when it cannot be used)."""
+        for attempt in range(self.errors.limit + 1):
+            i = self.order(g) if attempt == 0 else self.order.replacement(g, attempt)
+            try:
+                raw = self.index.read(i)
+            except Exception as err:  # noqa: BLE001 (any read failure of shard data: warn, count, replace)
+                self.errors(err, self.index.url(i))
                 continue
-            picked = buffer.pop(int(rng.integers(len(buffer))))
-            processed = self.processor(picked, rng, train=True)
+            rng = np.random.default_rng([self.seed, g, attempt, 0xDA7A])
+            processed = self.processor(raw, rng, train=True)
             if processed is None:
-                self.errors.failed(f"sample {picked.get('__key__')!r} of {picked.get('__url__')} skipped")
+                self.errors.failed(f"sample {raw.get('__key__')!r} of {raw.get('__url__')} skipped")
                 continue
             self.errors.consecutive = 0
-            batch.append(processed)
-            if len(batch) == self.batch_size:
-                yield collate(batch)
-                batch = []
-                todo -= 1
-                if todo == 0:
-                    return
+            return processed
+        raise AssertionError("unreachable: _TrainReadErrors raises at its limit")
+
+    def _stock_shapes(self, epoch: int) -> None:
+        """Fill the shape bank from this epoch's donor samples (a function of seed and epoch, not of the position)."""
+        donors = [int(np.random.default_rng([self.seed, epoch, d, 0xD0]).integers(len(self.index))) for d in range(SHAPE_DONORS)]
+        self.processor.stock_shape_bank(self.index.read, donors, np.random.default_rng([self.seed, epoch, 0x5A9E]))
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, workers = worker_index()
+        epoch, start = self.position.epoch, self.position.batch
+        self._stock_shapes(epoch)
+        for t in range(start + worker, self.batches, workers):
+            yield collate([self.sample(self.global_sample(epoch, t, i)) for i in range(self.batch_size)])
 
 
 class _TrainReadErrors:
-    """Handler for unreadable training shard data: warn and go on, but fail after many failures in a row.
+    """Unreadable training data and skipped samples: warn and go on, but fail after many failures in a row.
 
-    Resampling never runs out of shards, so without the limit a shard list where every file is broken would spin
-    forever instead of failing. Skipped samples count too; ``_TrainStream`` resets the count on every usable sample.
+    Every failure draws a stand-in sample, so without the limit a shard list where every file is broken would spin
+    forever instead of failing. ``TrainStream`` resets the count on every usable sample.
     """
 
     def __init__(self, limit: int = 100, counts: SampleCounts | None = None) -> None:
@@ -86,25 +143,36 @@ class _TrainReadErrors:
                 f"last: {what}; the shards are corrupt or unreadable: rewrite them with `python -m datamodules.shards write ...`"
             )
 
-    def __call__(self, exn: Exception) -> bool:
+    def __call__(self, exn: Exception, shard: str = "") -> bool:
         if self.counts is not None:
             self.counts.add(UNREADABLE_SHARD_DATA)
-        self.failed(repr(exn))
+        self.failed(f"{shard}: {exn!r}")
         warnings.warn(
-            f"skipping unreadable training shard data ({exn!r}); rewrite the shard or drop it from train_shards",
+            f"skipping unreadable training shard data in {shard} ({exn!r}); rewrite the shard or drop it from train_shards",
             SkippedSampleWarning,
             stacklevel=2,
         )
         return True
 
 
-class _EpochDataLoader(DataLoader):
-    """DataLoader that bumps the shared epoch counter each time a new pass starts."""
+class TrainLoader(DataLoader):
+    """DataLoader over a :class:`TrainStream` that starts each pass at the stream's next position.
 
-    def __init__(self, *args, epoch: _EpochCounter, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.epoch = epoch
+    A new pass is the next epoch from batch 0, unless :meth:`resume_at` set a position (restored from a checkpoint).
+    """
+
+    def __init__(self, stream: TrainStream, **kwargs) -> None:
+        super().__init__(stream, batch_size=None, **kwargs)
+        self.stream = stream
+        self.epoch = -1  # the epoch of the current pass; -1 before the first
+        self._resume: StreamPosition | None = None
+
+    def resume_at(self, position: StreamPosition) -> None:
+        """Make the next pass start at ``position`` (epoch, first batch) instead of the next epoch's batch 0."""
+        self._resume = position
 
     def __iter__(self):
-        self.epoch.value += 1
+        position, self._resume = self._resume or StreamPosition(self.epoch + 1, 0), None
+        self.epoch = position.epoch
+        self.stream.position = position  # copied into the worker processes that super().__iter__() starts
         return super().__iter__()

@@ -273,7 +273,7 @@ def test_skipped_training_samples_are_logged_and_reported_with_workers(tmp_path)
         sink.write({"__key__": "garbage", "png": b"\x89PNG\r\n\x1a\n not really"})
         sink.write({"__key__": "tiny", "png": _png_bytes(np.zeros((2, 2, 3), np.uint8))})
         sink.write({"__key__": "cut", "jpg": b"\xff\xd8\xff\xe0 cut short"})
-    dm = ShardDataModule(str(shard), resolution=32, batch_size=2, num_workers=2, samples_per_epoch=24, shuffle_buffer=2)
+    dm = ShardDataModule(str(shard), resolution=32, batch_size=2, num_workers=2, samples_per_epoch=24)
     trainer = Trainer(
         max_epochs=1, accelerator="cpu", devices=1, logger=CSVLogger(tmp_path, name="run"), log_every_n_steps=1,
         callbacks=[SkippedSampleMonitor()], enable_checkpointing=False, enable_progress_bar=False,
@@ -302,7 +302,7 @@ def test_datamodule_reports_skips_at_teardown_without_the_callback(tmp_path):
         for i in range(4):
             sink.write({"__key__": f"good{i}", "png": _png_bytes(synthetic_scene(i, 32)[0])})
         sink.write({"__key__": "garbage", "png": b"not a png"})
-    dm = ShardDataModule(str(shard), resolution=32, batch_size=2, num_workers=0, samples_per_epoch=12, shuffle_buffer=5)
+    dm = ShardDataModule(str(shard), resolution=32, batch_size=2, num_workers=0, samples_per_epoch=12)
     trainer = Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=tmp_path)
     with pytest.warns(SkippedSampleWarning) as record:

@@ -14,7 +14,7 @@ from PIL import Image
 from datamodules import ShardDataModule
 from datamodules.class_list import ClassListError
 from datamodules.shard_datamodule import SkippedSampleWarning, split_range
-from datamodules.shard_files import ShardError, resolve_shards
+from datamodules.shard_files import ShardError, resolve_shards, sample_keys
 from datamodules.shards import ShardDataModule as ShardDataModuleAlias
 from datamodules.shards import encode_segmentation, write_image_folder
 from datamodules.synthetic import synthetic_scene
@@ -24,7 +24,7 @@ from masks import MaskType, category_of
 def _dm(shards, **kwargs) -> ShardDataModule:
     args = dict(
         train_shards=shards.train, val_shards=shards.val, test_shards=shards.test, resolution=32,
-        batch_size=4, num_workers=0, samples_per_epoch=20, shuffle_buffer=8,
+        batch_size=4, num_workers=0, samples_per_epoch=20,
     )
     args.update(kwargs)
     return ShardDataModule(**args)
@@ -42,7 +42,8 @@ def test_batches_follow_the_conventions(synthetic_shards):
     batches = list(dm.train_dataloader())
     assert len(batches) == 5 == len(dm.train_dataloader())
     batch = batches[0]
-    assert set(batch) == {"image", "mask", "mask_type", "category", "key"}
+    # the synthetic set carries clean plates (bg.png): clean_plate / has_clean_plate / clean_plate_seg come along
+    assert set(batch) - {"clean_plate", "has_clean_plate", "clean_plate_seg"} == {"image", "mask", "mask_type", "category", "key"}
     assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
     assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0 and batch["image"].std() > 0.05
     assert batch["mask"].shape == (4, 1, 32, 32) and batch["mask"].dtype == torch.float32
@@ -60,7 +61,7 @@ def test_image_only_batches_for_hfgi(synthetic_shards):
     dm = _dm(synthetic_shards, with_masks=False, crop="resize")
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"image", "key"} and batch["image"].shape == (4, 3, 32, 32)
+    assert set(batch) - {"clean_plate", "has_clean_plate", "clean_plate_seg"} == {"image", "key"} and batch["image"].shape == (4, 3, 32, 32)
     assert ShardDataModuleAlias is ShardDataModule
 
 
@@ -176,7 +177,7 @@ def broken_shard(tmp_path_factory):
 
 
 def test_undecodable_image_is_skipped_counted_and_reported(broken_shard):
-    dm = ShardDataModule(broken_shard, broken_shard, resolution=32, batch_size=2, num_workers=0, samples_per_epoch=12, shuffle_buffer=2)
+    dm = ShardDataModule(broken_shard, broken_shard, resolution=32, batch_size=2, num_workers=0, samples_per_epoch=12)
     dm.setup("fit")
     with pytest.warns(SkippedSampleWarning) as record:
         val_keys = [k for b in dm.val_dataloader() for k in b["key"]]
@@ -191,16 +192,22 @@ def test_undecodable_image_is_skipped_counted_and_reported(broken_shard):
     assert sum(n for reason, n in dm.skipped_samples.items() if reason.startswith("undecodable image")) >= 2
 
 
-def test_training_shards_broken_after_the_header_fail_instead_of_spinning(synthetic_shards, tmp_path):
-    """A tar whose first header is fine but whose data is cut: warnings, then a clear error (never a hang)."""
+def test_training_shards_broken_after_the_header_fail_at_setup_naming_the_shard(synthetic_shards, tmp_path):
+    """A tar whose first header is fine but whose data is cut: a warning and a clear error at setup (never a hang)."""
     good = resolve_shards(synthetic_shards.val)[0]
     data = open(good, "rb").read()
     broken = tmp_path / "cut-000000.tar"
     broken.write_bytes(data[:1536 + 50])  # two intact headers, then the data of the second file is cut
     dm = _dm(synthetic_shards, train_shards=str(broken))
-    dm.setup("fit")
-    with pytest.warns(SkippedSampleWarning, match="cut-000000.tar"), pytest.raises(ShardError, match="consecutive failures"):
-        list(dm.train_dataloader())
+    with pytest.warns(SkippedSampleWarning, match="cut-000000.tar"), pytest.raises(ShardError, match="cut-000000.tar.*no complete sample|no complete sample.*cut-000000.tar"):
+        dm.setup("fit")
+    half = tmp_path / "half-000000.tar"  # cut in the middle: the complete samples before the cut are used
+    half.write_bytes(data[: len(data) // 2])
+    dm = _dm(synthetic_shards, train_shards=str(half), samples_per_epoch=8)
+    with pytest.warns(SkippedSampleWarning, match="half-000000.tar is corrupt or truncated after [1-9]"):
+        dm.setup("fit")
+    keys = {k for b in dm.train_dataloader() for k in b["key"]}
+    assert keys and keys < set(sample_keys(good))
 
 
 def test_face_dataset_without_segmentation_gives_random_and_replacement_masks(tmp_path):
@@ -209,7 +216,7 @@ def test_face_dataset_without_segmentation_gives_random_and_replacement_masks(tm
     for i in range(6):
         Image.fromarray(synthetic_scene(i, 40)[0]).save(faces / f"{i:05d}.png")
     write_image_folder(faces, tmp_path / "shards", prefix="train", progress=False)
-    dm = ShardDataModule(str(tmp_path / "shards" / "train-*.tar"), resolution=32, batch_size=4, num_workers=0, samples_per_epoch=40, shuffle_buffer=2)
+    dm = ShardDataModule(str(tmp_path / "shards" / "train-*.tar"), resolution=32, batch_size=4, num_workers=0, samples_per_epoch=40)
     dm.setup("fit")
     types = torch.cat([b["mask_type"] for b in dm.train_dataloader()])
     assert set(types.tolist()) == {int(MaskType.BG_RANDOM), int(MaskType.BG_REPLACEMENT)}
