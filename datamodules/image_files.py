@@ -12,6 +12,7 @@ Images: any mode converted to RGB (RGBA: the alpha channel is dropped, the colou
 grayscale / palette: expanded). Both are decoded by ``datamodules.image_decoding``: EXIF orientation
 applied, 16-bit files scaled by their bit depth, images below 8 px refused, decompression bombs named.
 Sizes are kept as they are; the inpainting module pads to its stage factor (reflect) and crops back.
+Images of equal size are batched together (up to ``batch_size``), whatever their order in the folder.
 
 ``setup`` decodes and checks every pair before anything is predicted: a missing, undecodable or too
 small file, or a mask whose size differs from its image, is collected, and all of them are reported in
@@ -23,12 +24,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.image_decoding import ImageDecodeError, decode_mask, read_image
 from masks.types import Category
@@ -99,14 +100,18 @@ def _size_mismatch(img_path: Path, rgb: np.ndarray, mask_path: Path, mask: np.nd
     )
 
 
-def validate_pairs(pairs: list[tuple[Path, Path]]) -> None:
+def validate_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[int, int]]:
     """Decode every (image, mask) pair; warn about suspicious masks, raise one error listing every bad file.
+
+    Returns:
+        the (H, W) of every image, in order (used to batch equal sizes together).
 
     Raises:
         PredictInputError: naming each unusable file and why (missing, undecodable, too small, decompression
             bomb, no faithful 8-bit conversion, mask size differs from the image).
     """
     problems: list[str] = []
+    sizes: list[tuple[int, int]] = []
     bad_pairs = 0
     for img_path, mask_path in pairs:
         found: list[str] = []
@@ -126,12 +131,36 @@ def validate_pairs(pairs: list[tuple[Path, Path]]) -> None:
                 warnings.warn(message, MaskWarning, stacklevel=3)
         problems.extend(found)
         bad_pairs += bool(found)
+        sizes.append(tuple(rgb.shape[:2]) if rgb is not None else (0, 0))
     if problems:
         listed = "\n  ".join(problems)
         raise PredictInputError(
             f"{bad_pairs} of {len(pairs)} predict input(s) (image + mask) cannot be used, so nothing was predicted; "
             f"fix or remove them and run again:\n  {listed}"
         )
+    return sizes
+
+
+def size_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of at most ``batch_size`` images of one size (sizes in order of first
+    appearance, files in their order within a size): a folder of mixed sizes needs no ``batch_size: 1``."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(i)
+    return [idx[k : k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
+
+
+class SizeBatchSampler(Sampler[list[int]]):
+    """The fixed batches of :func:`size_batches` as a batch sampler (one pass, always the same order)."""
+
+    def __init__(self, sizes: list[tuple[int, int]], batch_size: int) -> None:
+        self.batches = size_batches(sizes, batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([list(b) for b in self.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def pair_images_and_masks(images: str | Path, masks: str | Path) -> list[tuple[Path, Path]]:
@@ -197,12 +226,12 @@ class ImageFilesDataset(Dataset):
 
 
 def collate_same_size(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items; images of different sizes in one batch are an error (use batch_size 1)."""
+    """Stack items of one size (:func:`size_batches` groups them; a file resized since ``setup`` is an error)."""
     sizes = {tuple(it["image"].shape[-2:]) for it in items}
     if len(sizes) > 1:
         raise ValueError(
-            f"images {[it['key'] for it in items]} have different sizes {sorted(sizes)}; "
-            "set data.init_args.batch_size=1 for folders of mixed sizes"
+            f"images {[it['key'] for it in items]} have different sizes {sorted(sizes)} in one batch (did a file "
+            "change after the inputs were checked?); run again"
         )
     out: dict[str, Any] = {"key": [it["key"] for it in items]}
     for k in ("image", "mask", "image_uint8", "category"):
@@ -222,7 +251,8 @@ class ImageFilesDataModule(LightningDataModule):
             White (>= 128) = hole to fill.
         category: LCG category used to fill the holes: ``background`` (object removal, the usual
             case) or ``foreground``.
-        batch_size: images per predict batch; images in one batch must share a size (1 is safe).
+        batch_size: images per predict batch (at most); images are batched with others of their size,
+            so mixed folders work at any batch size.
         num_workers: DataLoader worker processes.
     """
 
@@ -243,22 +273,25 @@ class ImageFilesDataModule(LightningDataModule):
         self.category = Category.BACKGROUND if category == "background" else Category.FOREGROUND
         self.batch_size, self.num_workers = batch_size, num_workers
         self.dataset: ImageFilesDataset | None = None
+        self.sizes: list[tuple[int, int]] = []
 
     def setup(self, stage: str | None = None) -> None:
         """Pair images with masks and decode / check every pair (see the module docstring), once."""
         if self.dataset is None:
             pairs = pair_images_and_masks(self.images, self.masks)
-            validate_pairs(pairs)
+            self.sizes = validate_pairs(pairs)
             self.dataset = ImageFilesDataset(pairs, self.category)
 
     @property
     def sample_keys(self) -> list[str]:
-        """Stems of every image, in order (the output files are ``<key>.png``)."""
+        """Stems of every image, in predict order (the output files are ``<key>.png``)."""
         self.setup()
-        return [p.stem for p, _ in self.dataset.pairs]
+        return [self.dataset.pairs[i][0].stem for batch in size_batches(self.sizes, self.batch_size) for i in batch]
 
     def predict_dataloader(self) -> DataLoader:
+        """Batches of up to ``batch_size`` images of one size (:func:`size_batches`), in a fixed order."""
         self.setup()
         return DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, collate_fn=collate_same_size
+            self.dataset, batch_sampler=SizeBatchSampler(self.sizes, self.batch_size), num_workers=self.num_workers,
+            collate_fn=collate_same_size,
         )

@@ -15,10 +15,13 @@ Checkpoints (:meth:`C2FModel.save`, :meth:`C2FModel.from_checkpoint`; both read 
 ``weights_only=True``): a dict with ``"c2f_model": {"format", "config", "prefix"}`` (plain data:
 the constructor arguments and the key prefix of the weights) and ``"state_dict"``. The
 LightningModule writes the same entry into its checkpoints (prefix ``"model."``), so a training
-checkpoint and a standalone model file load the same way.
+checkpoint and a standalone model file load the same way. A ``.safetensors`` path (written by
+``python -m inpainters.export``) holds the weights as safetensors and the entry as JSON in the
+file's metadata (key ``"c2f_model"``).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -37,8 +40,10 @@ from networks.c2f.category_embedding import EmbeddingConfig
 from networks.c2f.guidance_combiner import GuidanceCombiner, PasteCombiner
 from networks.c2f.unet import UNetConfig
 from networks.checkpoints import (
+    CheckpointError,
     CheckpointFormat,
     CheckpointMismatchError,
+    CheckpointNotFoundError,
     atomic_save,
     extract_state,
     load_state,
@@ -269,8 +274,11 @@ class C2FModel(nn.Module):
         return {"format": C2F_FORMAT_NAME, "config": self.config(), "prefix": prefix}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a standalone model file (plain data + tensors; loads with ``weights_only=True``)."""
+        """Write a standalone model file: a torch file (plain data + tensors; loads with ``weights_only=True``),
+        or, for a ``.safetensors`` path, a safetensors file with the ``c2f_model`` entry as JSON in its metadata."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        if Path(path).suffix == SAFETENSORS_SUFFIX:
+            return _save_safetensors(state, self.checkpoint_entry(), Path(path))
         return atomic_save({C2F_META_KEY: self.checkpoint_entry(), "state_dict": state}, path)
 
     @staticmethod
@@ -308,7 +316,7 @@ class C2FModel(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **overrides: Any) -> "C2FModel":
-        """Rebuild a model from a standalone file or a ``C2FDiffusionModule`` checkpoint, in eval mode.
+        """Rebuild a model from a standalone file (torch or ``.safetensors``) or a ``C2FDiffusionModule`` checkpoint, in eval mode.
 
         ``overrides`` replace stored constructor arguments that do not change the weights' layout
         (e.g. ``sampling``); the weights must fit exactly.
@@ -317,9 +325,70 @@ class C2FModel(nn.Module):
             networks.checkpoints.CheckpointError: missing, unsafe or unreadable file; another
                 module's checkpoint (with a hint where it belongs); weights that do not fit.
         """
-        ckpt = read_checkpoint(path, C2F_FORMAT)
+        ckpt = _read_safetensors(Path(path)) if Path(path).suffix == SAFETENSORS_SUFFIX else read_checkpoint(path, C2F_FORMAT)
         config = dict(cls.checkpoint_meta(ckpt, str(path))["config"])
         config.update(overrides)
         model = cls(**config)
         model.load_weights_from(ckpt, str(path))
         return model.eval()
+
+
+# ---------------------------------------------------------------------- safetensors (save / load)
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def _save_safetensors(state: dict[str, torch.Tensor], entry: Mapping[str, Any], path: Path) -> Path:
+    """Write ``state`` as safetensors with ``{"format", "c2f_model": JSON of entry}`` metadata, atomically."""
+    from safetensors.torch import save as safetensors_bytes
+
+    data = safetensors_bytes({k: v.contiguous() for k, v in state.items()},
+                             metadata={"format": "pt", C2F_META_KEY: json.dumps(dict(entry))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {err.strerror or err} (check that {path.parent} is writable)") from None
+    return path
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """A ``.safetensors`` C2F export as the checkpoint dict ``{"c2f_model": entry, "state_dict": tensors}``.
+
+    Reading a safetensors file never runs code. Raises the :class:`networks.checkpoints.CheckpointError`
+    family naming ``path``: missing file, unreadable header, no C2F entry in the metadata.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    if not path.exists():
+        raise CheckpointNotFoundError(f"{C2F_FORMAT.name} not found: {str(path)!r}. {C2F_FORMAT.origin} "
+                                      "Export one with `python -m inpainters.export CHECKPOINT OUT.safetensors`.")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a .safetensors file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: cannot read this .safetensors file ({path.stat().st_size} bytes): {reason}. The file is "
+            "truncated, corrupt or not safetensors; export it again with `python -m inpainters.export`"
+        ) from None
+    raw = metadata.get(C2F_META_KEY)
+    try:
+        entry = json.loads(raw) if raw is not None else None
+    except json.JSONDecodeError:
+        entry = None
+    if not isinstance(entry, Mapping) or entry.get("format") != C2F_FORMAT_NAME or not isinstance(entry.get("config"), Mapping):
+        raise CheckpointMismatchError(
+            f"{path} is a safetensors file without a C2F model description (metadata key {C2F_META_KEY!r} holding "
+            f"the {C2F_FORMAT_NAME} config as JSON; found metadata keys {sorted(metadata)[:8]}). Only files written "
+            "by `python -m inpainters.export` / C2FModel.save('....safetensors') can be loaded"
+        )
+    return {C2F_META_KEY: dict(entry), "state_dict": state}

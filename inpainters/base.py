@@ -35,6 +35,10 @@ class Inpainter(nn.Module):
         """Raw prediction ``(B,3,H,W)`` in [-1, 1] for the whole frame (only the hole is used)."""
         raise NotImplementedError
 
+    def output_region(self, mask: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` {0, 1}: the pixels :meth:`forward` may change (the hole; wider with paste-back options)."""
+        return (mask > 0.5).to(mask.dtype)
+
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         check_image_mask(image, mask, type(self).__name__)
         mask = (mask > 0.5).to(image.dtype)

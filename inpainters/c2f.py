@@ -12,7 +12,7 @@ import torch
 
 from diffusion.c2f import C2FModel
 from diffusion.c2f_sampling import sample_c2f
-from diffusion.fill_options import check_fill_options, fill_with_options
+from diffusion.fill_options import check_fill_options, dilate_hole, fill_with_options
 from inpainters.base import Inpainter, check_image_mask
 from inpainters.strategies import InpaintStrategy, StrategyName
 
@@ -75,6 +75,10 @@ class C2FInpainter(Inpainter):
         gen = torch.Generator(device=image.device).manual_seed(self.seed)
         out, _ = sample_c2f(self.model, image, mask, self.category, self.steps, self.gains, eta=self.eta, generator=gen)
         return out
+
+    def output_region(self, mask: torch.Tensor) -> torch.Tensor:
+        """The hole grown by ``mask_dilation + 2 * feather`` px: the pixels :meth:`forward` may change."""
+        return dilate_hole((mask > 0.5).to(mask.dtype), self.mask_dilation + 2 * self.feather)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Inpaint under the strategy and the fill options; see the class docstring for which pixels change."""

@@ -165,5 +165,9 @@ class StrategyInpainter(Inpainter):
         size = getattr(inpainter, "working_size", None) if size is None else size
         self.strategy = InpaintStrategy(strategy, size, crop_margin, resize_limit)
 
+    def output_region(self, mask: torch.Tensor) -> torch.Tensor:
+        """The wrapped inpainter's region (a strategy changes no pixel outside it)."""
+        return self.inpainter.output_region(mask)
+
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.strategy.apply(self.inpainter, image, mask)

@@ -6,8 +6,10 @@
 
 The inpainter (:class:`inpainters.base.Inpainter`: the C2F model from a checkpoint or a standalone
 model file, LaMa, or a classical baseline) is built from the config with its own weights; the data
-come from :class:`datamodules.image_files.ImageFilesDataModule` and the PNGs are written by
-:class:`callbacks.prediction_writer.InpaintingPredictionWriter` (known pixels bit-exact).
+come from :class:`datamodules.image_files.ImageFilesDataModule` (batches of equal-size images) and the
+PNGs are written by :class:`callbacks.prediction_writer.InpaintingPredictionWriter` (known pixels
+bit-exact). Each batch goes through :func:`inpainters.api.inpaint_tensor`, the function behind the
+Python API (``torch.inference_mode``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any, Mapping
 import torch
 from lightning.pytorch import LightningModule
 
+from inpainters.api import inpaint_tensor
 from inpainters.base import Inpainter
 
 __all__ = ["InpaintingPredictor"]
@@ -36,13 +39,14 @@ class InpaintingPredictor(LightningModule):
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """``{"inpainted", "mask", "key", "image_uint8"}`` for the prediction writer."""
         image, mask = batch["image"], batch["mask"]
-        out = self.inpainter(image, mask)
+        out = inpaint_tensor(self.inpainter, image, mask)
         keys = batch.get("key", [f"{batch_idx:06d}_{i}" for i in range(image.shape[0])])
-        return {"inpainted": out, "mask": (mask > 0.5).float(), "key": list(keys), "image_uint8": batch.get("image_uint8")}
+        region = self.inpainter.output_region(mask).float()  # the pixels the writer takes from ``inpainted``
+        return {"inpainted": out, "mask": region, "key": list(keys), "image_uint8": batch.get("image_uint8")}
 
     def configure_optimizers(self) -> None:
         raise TypeError("InpaintingPredictor only predicts: use a training module (e.g. C2FDiffusionModule) to fit")
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The inpainted ``image`` (known pixels bit-exact)."""
-        return self.inpainter(image, mask)
+        return inpaint_tensor(self.inpainter, image, mask)
