@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
 from evaluation.metrics import to_uint8
+from safe_io import output_path
 
 
 class OutputDirError(ValueError):
@@ -60,8 +61,9 @@ class InpaintingPredictionWriter(BasePredictionWriter):
         self.overwrite = bool(overwrite)
 
     def path_for(self, key: str) -> Path:
-        """Output file of sample ``key``."""
-        return self.output_dir / f"{key}.png"
+        """Output file of sample ``key``, inside ``output_dir`` (``safe_io.UnsafeNameError`` for an absolute, ``..``,
+        NUL or over-long key)."""
+        return output_path(self.output_dir, key, ".png", "the predicted batch's keys")
 
     def _check(self, path: Path) -> None:
         if path.exists() and not self.overwrite:
@@ -82,7 +84,8 @@ class InpaintingPredictionWriter(BasePredictionWriter):
             raise OutputDirError(
                 f"output_dir {folder} is an existing file, not a folder; choose a folder for the predicted PNGs"
             )
-        existing = [self.path_for(k) for k in keys if self.path_for(k).exists()]
+        paths = [self.path_for(k) for k in keys]  # every key checked before anything is predicted
+        existing = [p for p in paths if p.exists()]
         if existing and not self.overwrite:
             more = f" (and {len(existing) - 1} more: {', '.join(p.name for p in existing[1:4])}{', ...' if len(existing) > 4 else ''})" if len(existing) > 1 else ""
             raise FileExistsError(
@@ -125,8 +128,8 @@ class InpaintingPredictionWriter(BasePredictionWriter):
         if prediction.get("image_uint8") is not None:
             hole = prediction["mask"].cpu() > 0.5
             out = torch.where(hole, out, prediction["image_uint8"].cpu())
-        for key, img in zip(prediction["key"], out):
-            path = self.path_for(key)
+        paths = [self.path_for(key) for key in prediction["key"]]  # the whole batch checked before writing any
+        for path, img in zip(paths, out):
             self._check(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_png_atomically(img.permute(1, 2, 0).numpy(), path)

@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from datamodules.class_list import ClassList
+from datamodules.class_list import ClassList, ClassListError
 from datamodules.eval_dataset import _EvalDataset, _raise_naming_shard  # noqa: F401  (re-exported)
 from datamodules.sample_counts import (  # noqa: F401  (re-exported: public names of this module)
     COUNT_COLUMNS,
@@ -41,11 +41,12 @@ from datamodules.sample_counts import (  # noqa: F401  (re-exported: public name
     SkippedSampleWarning,
 )
 from datamodules.sample_processor import SEG_SUFFIX, SampleProcessor, _nearest_resize_crop, collate  # noqa: F401
-from datamodules.shard_files import ShardError, load_class_list, resolve_shards, sample_keys
+from datamodules.shard_files import ShardError, load_class_list, missing_class_list, resolve_shards, sample_keys
 from datamodules.shard_index import ShardIndex
 from datamodules.train_stream import SHAPE_DONORS, StreamPosition, TrainLoader, TrainStream, _TrainReadErrors
 from datamodules.work_split import distributed_rank_world, split_range  # noqa: F401
 from masks.sampler import MaskSampler
+from safe_io import UnsafeNameError, check_name
 from masks.shape_bank import ShapeBank
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class ShardDataModule(LightningDataModule):
         synthetic_samples: train / val / test sizes of the generated synthetic set.
         synthetic_size: image size of the generated synthetic set (default: ``resolution``).
         pin_memory: pin batches in page-locked memory (GPU training).
+        allow_missing_class_list: train on shards that hold ``seg.png`` maps but no ``classes.json`` (without the
+            two object mask types); by default that is an error before training, naming the missing file.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class ShardDataModule(LightningDataModule):
         synthetic_samples: tuple[int, int, int] = (512, 64, 64),
         synthetic_size: int | None = None,
         pin_memory: bool = False,
+        allow_missing_class_list: bool = False,
     ) -> None:
         super().__init__()
         if crop not in ("random", "center", "resize"):
@@ -141,6 +145,7 @@ class ShardDataModule(LightningDataModule):
         self.synthetic_dir, self.synthetic_samples = synthetic_dir, tuple(synthetic_samples)
         self.synthetic_size = synthetic_size or resolution
         self.pin_memory = pin_memory
+        self.allow_missing_class_list = allow_missing_class_list
         self._train_index: ShardIndex | None = None
         self._train_loader: TrainLoader | None = None
         self._resume: StreamPosition | None = None
@@ -187,12 +192,28 @@ class ShardDataModule(LightningDataModule):
                 self._train_index = ShardIndex(files, "train_shards")
             else:
                 keys = [sample_keys(path) for path in files]
+                for path, shard_keys in zip(files, keys):  # evaluation keys become file names (predictions, grids)
+                    for key in shard_keys:
+                        try:
+                            check_name(key, f"shard {path}")
+                        except UnsafeNameError as err:
+                            raise ShardError(
+                                f"{split}_shards: {err} (`python -m datamodules.shards inspect --check` lists every one)"
+                            ) from err
                 if sum(len(k) for k in keys) == 0:
                     raise ShardError(f"{split}_shards {spec!r}: the shards hold no samples; rewrite them")
                 self._eval_keys[split] = keys
             self._files[split] = files
         if self.class_list is None and self._files:
             first = next(iter(self._files.values()))
+            missing = missing_class_list(first, self.class_list_path) if self.with_masks else None
+            if missing is not None and not self.allow_missing_class_list:
+                raise ClassListError(
+                    f"{missing}. Write it next to the shards (`python -m datamodules.shards write ... --classes FILE`), "
+                    f"pass class_list: FILE, or set allow_missing_class_list: true to train without object masks"
+                )
+            if missing is not None:
+                warnings.warn(f"{missing}; allow_missing_class_list is set, so training goes on without them", UserWarning, stacklevel=2)
             self.class_list = load_class_list(first, self.class_list_path)
             if self.with_masks and self.mask_probabilities[0] > 0 and not self.class_list.thing_ids and len(self.class_list):
                 warnings.warn(

@@ -107,3 +107,33 @@ def load_class_list(shards: Sequence[str], override: str | None = None) -> Class
     if own is not None and Path(override).resolve() != own_path.resolve():
         chosen.require_subset_of(own)
     return chosen
+
+
+SEG_MEMBER = "seg.png"
+OBJECT_MASK_TYPES = "foreground-object (type 0) and background-object (type 1)"
+
+
+def has_segmentation(path: str, members: int = 64) -> bool:
+    """True when one of the first ``members`` members of the shard is a ``<key>.seg.png`` (tar headers only)."""
+    try:
+        with tarfile.open(path, "r:") as archive:
+            for count, member in enumerate(archive):
+                if member.isfile() and member.name.rpartition("/")[2].partition(".")[2] == SEG_MEMBER:
+                    return True
+                if count >= members:
+                    return False
+    except (tarfile.TarError, OSError, EOFError):
+        return False  # unreadable shards are reported by the readers themselves
+    return False
+
+
+def missing_class_list(shards: Sequence[str], override: str | None = None) -> str | None:
+    """Why the shards cannot draw object masks: they hold ``seg.png`` maps but no class list says which ids are
+    things and which stuff; None when there is a class list or no segmentation."""
+    own = default_class_list_path(shards)
+    if override is not None or own.is_file() or not shards or not has_segmentation(shards[0]):
+        return None
+    return (
+        f"the shards ({shards[0]}, ...) hold segmentation maps (.seg.png) but the class list {own} is missing, so the "
+        f"{OBJECT_MASK_TYPES} masks cannot be drawn (only background random and replacement masks would be)"
+    )

@@ -25,6 +25,7 @@ with the same prefix in ``--out`` without ``--overwrite``).
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import json
 import multiprocessing
@@ -45,8 +46,16 @@ from tqdm import tqdm
 
 from datamodules.class_list import ClassList
 from datamodules.image_decoding import UNDECODABLE, ImageDecodeError, read_image
-from datamodules.shard_files import CLASS_LIST_NAME, IMAGE_EXTENSIONS, load_class_list, resolve_shards, sample_keys
+from datamodules.shard_files import (
+    CLASS_LIST_NAME,
+    IMAGE_EXTENSIONS,
+    load_class_list,
+    missing_class_list,
+    resolve_shards,
+    sample_keys,
+)
 from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene_layers
+from safe_io import UnsafeNameError, check_name
 
 SEG_SUFFIX = "seg.png"
 CLEAN_PLATE_SUFFIX = "bg.png"
@@ -205,12 +214,34 @@ def prepare_output_folder(out_dir: str | Path, prefixes: Sequence[str], overwrit
 
 
 def _open_writer(out_dir: Path, prefix: str, max_count: int, max_size: float) -> wds.ShardWriter:
+    check_name(prefix, "--prefix")
     out_dir.mkdir(parents=True, exist_ok=True)
     return wds.ShardWriter(str(out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, maxsize=max_size, verbose=0)
 
 
+def _write_failed(writer: wds.ShardWriter, err: OSError) -> ShardOutputError:
+    """The error for a write that failed (disk full, quota, I/O): the shard being written is closed and removed."""
+    partial = getattr(writer, "fname", None)
+    stream, writer.tarstream = getattr(writer, "tarstream", None), None
+    if stream is not None:
+        try:
+            stream.close()
+        except OSError:
+            pass  # the disk is still full: the file is deleted below anyway
+    if partial is not None:
+        Path(partial).unlink(missing_ok=True)
+    why = "the disk is full" if err.errno == errno.ENOSPC else "the write failed"
+    return ShardOutputError(
+        f"cannot write shard {partial}: {err.strerror or err} ({why}); the partial shard {partial} was removed, the "
+        f"complete shards written before it were kept. Free space (or choose another --out) and run again with --overwrite"
+    )
+
+
 def _finish(writer: wds.ShardWriter, summary: WriteSummary, out_dir: Path, prefix: str) -> None:
-    writer.close()
+    try:
+        writer.close()
+    except OSError as err:  # the last shard's final flush
+        raise _write_failed(writer, err) from err
     if summary.written == 0:  # the writer opens its first shard eagerly: do not leave an empty tar behind
         for path in existing_shards(out_dir, prefix):
             path.unlink()
@@ -325,6 +356,7 @@ def write_image_folder(
         NothingWrittenError: every image was skipped (no shard is left behind; ``.summary`` has the reasons).
     """
     images, out_dir = Path(images), Path(out_dir)
+    check_name(prefix, "--prefix")
     if not images.is_dir():
         raise FileNotFoundError(f"image folder {images} does not exist" if not images.exists() else f"--images {images} is not a folder")
     if segmentation is not None and classes is None:
@@ -345,6 +377,11 @@ def write_image_folder(
     for path in files:
         relative = path.relative_to(images)
         key = sample_key(relative)
+        try:
+            check_name(key, f"input {images}")
+        except UnsafeNameError as err:
+            summary.skip("unsafe key (over-long or odd characters in the file path)", f"{path} ({str(err).split(': ', 1)[1].split(';')[0]})")
+            continue
         if key in seen:
             summary.skip("duplicate key (same path without extension)", str(path))
             continue
@@ -363,6 +400,8 @@ def write_image_folder(
             summary.without_segmentation += result.without_segmentation
             writer.write(result.sample)
             summary.written += 1
+    except OSError as err:
+        raise _write_failed(writer, err) from err
     finally:
         if pool is not None:
             pool.terminate()
@@ -430,6 +469,8 @@ def write_synthetic_shards(
                 ):
                     writer.write(sample)
                     summary.written += 1
+            except OSError as err:
+                raise _write_failed(writer, err) from err
             finally:
                 _finish(writer, summary, out_dir, split)
         summaries[split] = summary
@@ -552,6 +593,10 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
             continue
         for sample in samples:
             where = f"{path}:{sample['__key__']}"
+            try:
+                check_name(sample["__key__"], f"shard {path}")
+            except UnsafeNameError as err:
+                report("unsafe key (names from data become output file names)", str(err).split(";")[0])
             ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
             if ext is None:
                 report("no image", where)
@@ -566,6 +611,9 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
             if SEG_SUFFIX not in sample:
                 continue
             _check_seg(sample[SEG_SUFFIX], "segmentation map", where, size, classes, report)
+    missing = missing_class_list(files)
+    if missing is not None:
+        report("segmentation without a class list", f"{missing}; write classes.json next to the shards")
     return problems
 
 

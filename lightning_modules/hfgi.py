@@ -25,6 +25,7 @@ from networks.hfgi.editing import load_directions
 from networks.hfgi.pipeline import HFGIPipeline, resize_images
 from optim.ranger import Ranger
 from optim.schedules import optimizers_and_schedule
+from safe_io import output_path
 
 __all__ = ["HFGIModule"]
 
@@ -282,7 +283,7 @@ class HFGIModule(LossTermHost, LightningModule):
         for (name, dg), images in outputs.items():
             folder = root / name if dg is None else root / name / f"{dg:+g}"
             for key, image in zip(keys, images):
-                path = folder / f"{key}.png"
+                path = output_path(folder, key, ".png", "the batch's keys")
                 _write_png(image, path)
                 written.append(str(path))
         return written

@@ -46,6 +46,7 @@ from callbacks.run_directory import run_directory
 from evaluation.feature_extractors import FeatureExtractor, InceptionFeatures
 from evaluation.grids import to_pil
 from evaluation.log_media import log_table, save_grid
+from safe_io import output_path
 from evaluation.metrics import to_uint8
 from evaluation.rows import check_unique, gather_rows, write_csv, write_json
 from evaluation.weights import build_lpips
@@ -340,9 +341,9 @@ class RippleRemovalBase(LightningModule, abc.ABC):
         pred_dir.mkdir(parents=True, exist_ok=True)
         for x, keys, eb, res in self._clean(batch):
             for i, key in enumerate(keys):
-                to_pil(res.cleaned[i]).save(pred_dir / f"{eb.names[i]}.png")
+                to_pil(res.cleaned[i]).save(output_path(pred_dir, eb.names[i], ".png", "the predicted batch's keys"))
                 if self.WRITE_PLAIN_PREDICTIONS:
-                    to_pil(eb.edit[i]).save(pred_dir / f"{eb.names[i]}_{self.PLAIN}.png")
+                    to_pil(eb.edit[i]).save(output_path(pred_dir, f"{eb.names[i]}_{self.PLAIN}", ".png", "the predicted batch's keys"))
                 out.append({"key": key, **eb.fields, "status": res.status[i],
                             "region_fraction": float(res.masks.region[i].mean())})
             self._save_grid("predict", batch_idx, x, keys, eb, res)
@@ -365,7 +366,7 @@ class RippleRemovalBase(LightningModule, abc.ABC):
     def _write_masks(self, names: Sequence[str], res: RippleResult) -> None:
         for i, name in enumerate(names):
             for stage in MASK_STAGES:
-                save_person_mask(getattr(res.masks, stage)[i], self.out_dir / "masks" / f"{name}_{stage}.png")
+                save_person_mask(getattr(res.masks, stage)[i], output_path(self.out_dir / "masks", f"{name}_{stage}", ".png", "the batch's keys"))
 
     def _save_grid(self, split: str, batch_idx: int, x: torch.Tensor, keys: list[str], eb: EditBatch,
                    res: RippleResult) -> None:
@@ -375,7 +376,7 @@ class RippleRemovalBase(LightningModule, abc.ABC):
         mask_rgb = res.masks.region.expand(-1, 3, -1, -1) * 2 - 1
         rows = [(keys[i], [x[i], eb.edit[i], mask_rgb[i], res.cleaned[i]]) for i in range(n)]
         name = f"{split}_b{batch_idx:04d}" + (f"_{eb.label}" if eb.label else "")
-        save_grid(self.out_dir / "grids" / f"{name}.png", rows, ["original", self.PLAIN_TITLE, "ripple mask", "cleaned"],
+        save_grid(output_path(self.out_dir / "grids", name, ".png", "the grid name"), rows, ["original", self.PLAIN_TITLE, "ripple mask", "cleaned"],
                   loggers=self.loggers, key=f"{split}/ripple_{name}", step=self.global_step)
 
     def configure_optimizers(self) -> None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from networks.parsing.graphonomy import CIHP_CLASSES, GraphonomyConfig, GraphonomyNet, load_graphonomy_checkpoint, parse_logits
+from safe_io import output_path
 
 
 @dataclass
@@ -130,7 +131,7 @@ class MaskFolderParser(HumanParser):
 
     def path_for(self, key: str) -> Path:
         """File that holds the mask of sample ``key``."""
-        return self.root / f"{key}{self.suffix}"
+        return output_path(self.root, key, self.suffix, "the batch's keys")
 
     def _read(self, path: Path) -> np.ndarray:
         img = Image.open(path)

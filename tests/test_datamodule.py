@@ -203,7 +203,7 @@ def test_training_shards_broken_after_the_header_fail_at_setup_naming_the_shard(
         dm.setup("fit")
     half = tmp_path / "half-000000.tar"  # cut in the middle: the complete samples before the cut are used
     half.write_bytes(data[: len(data) // 2])
-    dm = _dm(synthetic_shards, train_shards=str(half), samples_per_epoch=8)
+    dm = _dm(synthetic_shards, train_shards=str(half), samples_per_epoch=8, class_list=str(synthetic_shards.class_list))
     with pytest.warns(SkippedSampleWarning, match="half-000000.tar is corrupt or truncated after [1-9]"):
         dm.setup("fit")
     keys = {k for b in dm.train_dataloader() for k in b["key"]}
