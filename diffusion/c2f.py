@@ -34,6 +34,7 @@ from torch import nn
 from diffusion.denoiser import InpaintingDenoiser, Prediction
 from diffusion.guidance import GuidanceMode, check_guidance, guidance_contexts
 from diffusion.pyramid import degrade_condition, downsample_image, downsample_mask, stage_sizes
+from diffusion.sampling import TimestepSpacing
 from diffusion.schedules import ScheduleName
 from masks.types import Category
 from networks.c2f.category_embedding import EmbeddingConfig
@@ -81,6 +82,15 @@ class C2FSampling:
     cfg_batched: bool = True
 
 
+def per_stage(value: Any, n: int, name: str) -> list[Any]:
+    """One ``value`` for each of ``n`` stages: a scalar repeated, or a list of exactly ``n`` entries."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"C2FModel: {name} needs one value or one per stage ({n}), got {list(value)}")
+        return list(value)
+    return [value] * n
+
+
 def category_ids(category: int | str | torch.Tensor | Sequence[int], b: int, device: torch.device | str) -> torch.Tensor:
     """``(B,)`` LCG category ids from ``"background"`` / ``"foreground"``, one id, or one id per image."""
     if isinstance(category, str):
@@ -119,6 +129,12 @@ class C2FModel(nn.Module):
         known_weight: diffusion-loss weight of known pixels.
         prediction: network target of every stage (``epsilon``, ``v``, ``x0``).
         min_snr_gamma: min-SNR-gamma loss weighting (None = off).
+        zero_terminal_snr: rescale the schedule to zero terminal SNR (Lin et al. 2024; v or x0 target only);
+            one value for every stage or one per stage.
+        shift_base: simple-diffusion log-SNR shift ``2 log(shift_base / resolution)`` at each stage's
+            resolution (Hoogeboom et al. 2023: 64); None = no shift; one value or one per stage.
+        timestep_spacing: DDIM timesteps, ``linspace`` or ``trailing`` (with zero terminal SNR); one value
+            or one per stage. Missing in a checkpoint = today's (no rescale, no shift, linspace).
         sampling: default sampler settings (:class:`C2FSampling` or dict; one entry per stage).
     """
 
@@ -138,6 +154,9 @@ class C2FModel(nn.Module):
         known_weight: float = 0.1,
         prediction: Prediction = "v",
         min_snr_gamma: float | None = 5.0,
+        zero_terminal_snr: bool | Sequence[bool] = False,
+        shift_base: int | None | Sequence[int | None] = None,
+        timestep_spacing: TimestepSpacing | Sequence[TimestepSpacing] = "linspace",
         sampling: C2FSampling | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -158,9 +177,13 @@ class C2FModel(nn.Module):
         self.embedding = self.embedding_config.build()
         check_guidance(guidance, self.embedding, "C2FModel")
         dim = self.embedding.dim
+        zero_terminal_snr = [bool(z) for z in per_stage(zero_terminal_snr, n, "zero_terminal_snr")]
+        shift_base = [None if b is None else int(b) for b in per_stage(shift_base, n, "shift_base")]
+        timestep_spacing = [str(x) for x in per_stage(timestep_spacing, n, "timestep_spacing")]
         self.stages = nn.ModuleList(
             InpaintingDenoiser(cfg.build(dim, 0 if s == 0 else 3), schedule, num_train_timesteps, hole_weight, known_weight,
-                               prediction, min_snr_gamma)
+                               prediction, min_snr_gamma, zero_terminal_snr[s],
+                               None if shift_base[s] is None else resolutions[s], shift_base[s] or 64, timestep_spacing[s])
             for s, cfg in enumerate(self.unet_configs)
         )
         if combiner not in ("learned", "paste"):
@@ -174,7 +197,8 @@ class C2FModel(nn.Module):
             resolutions=resolutions, guidance=guidance, combiner_width=combiner_width, combiner_depth=combiner_depth,
             combiner=combiner, lcg=self.lcg,
             schedule=schedule, num_train_timesteps=num_train_timesteps, hole_weight=hole_weight, known_weight=known_weight,
-            prediction=prediction, min_snr_gamma=min_snr_gamma,
+            prediction=prediction, min_snr_gamma=min_snr_gamma, zero_terminal_snr=zero_terminal_snr, shift_base=shift_base,
+            timestep_spacing=timestep_spacing,
         )
 
     # ------------------------------------------------------------------ structure

@@ -15,21 +15,35 @@ always sees a consistent noisy known region. The returned image is
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 
-__all__ = ["ddim_timesteps", "paste_known", "sample_ddim"]
+__all__ = ["ddim_timesteps", "paste_known", "sample_ddim", "TimestepSpacing", "SPACINGS"]
 
 #: ``model(x_t (B,3,H,W), t (B,) long, **extra_args) -> denoised x0 (B,3,H,W)``
 DenoiserFn = Callable[..., torch.Tensor]
 
 
-def ddim_timesteps(num_train_timesteps: int, steps: int) -> torch.Tensor:
-    """``steps`` decreasing training timesteps evenly spaced from ``T - 1`` down to 0 (long)."""
+TimestepSpacing = Literal["linspace", "trailing"]
+SPACINGS = ("linspace", "trailing")
+
+
+def ddim_timesteps(num_train_timesteps: int, steps: int, spacing: TimestepSpacing = "linspace") -> torch.Tensor:
+    """``steps`` decreasing training timesteps (long), always starting at ``T - 1``.
+
+    ``linspace``: evenly spaced from ``T - 1`` down to 0 (rounded). ``trailing`` (Lin et al. 2024,
+    Table 2): ``round(arange(T, 0, -T / S)) - 1``, e.g. 999, 899, ..., 99 for ``T = 1000, S = 10``;
+    with a zero-terminal-SNR schedule it starts sampling exactly where training saw pure noise.
+    """
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"DDIM steps must be in 1..{num_train_timesteps} (training timesteps), got {steps}")
-    return torch.linspace(num_train_timesteps - 1, 0, steps, dtype=torch.float64).round().long()
+    if spacing == "linspace":
+        return torch.linspace(num_train_timesteps - 1, 0, steps, dtype=torch.float64).round().long()
+    if spacing == "trailing":  # T - i T / S for i < S (arange without its floating-point end-point risk)
+        t = num_train_timesteps - torch.arange(steps, dtype=torch.float64) * (num_train_timesteps / steps)
+        return t.round().long() - 1
+    raise ValueError(f"timestep spacing must be one of {SPACINGS}, got {spacing!r}")
 
 
 def paste_known(pred: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -46,6 +60,7 @@ def sample_ddim(
     extra_args: Mapping[str, Any] | None = None,
     *,
     eta: float = 0.0,
+    spacing: TimestepSpacing = "linspace",
     x_T: torch.Tensor | None = None,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
@@ -61,6 +76,7 @@ def sample_ddim(
         steps: number of DDIM steps.
         extra_args: keyword arguments of every ``model`` call (conditioning, guidance gain).
         eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like variance).
+        spacing: DDIM timestep spacing (:func:`ddim_timesteps`; ``trailing`` for zero-terminal-SNR schedules).
         x_T: starting sample (default: Gaussian noise from ``generator``); e.g. a noised
             upsampled coarse output in a coarse-to-fine pipeline.
         clip_x0: clamp the predicted ``x0`` to [-1, 1] (eps is recomputed from the pasted x0).
@@ -75,7 +91,7 @@ def sample_ddim(
     if eta < 0:
         raise ValueError(f"sample_ddim: eta must be >= 0, got {eta}")
     abar = alphas_cumprod.to(device=image.device, dtype=torch.float32)
-    ts = ddim_timesteps(abar.shape[0], steps).to(image.device)
+    ts = ddim_timesteps(abar.shape[0], steps, spacing).to(image.device)
     hole = mask > 0.5
 
     def randn() -> torch.Tensor:

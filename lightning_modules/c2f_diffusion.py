@@ -35,6 +35,7 @@ from diffusion.c2f import C2F_FORMAT, C2F_META_KEY, C2FModel, C2FSampling, categ
 from diffusion.c2f_sampling import sample_c2f
 from diffusion.denoiser import Prediction
 from diffusion.guidance import GuidanceMode, drop_condition, resolve_cond_drop_prob
+from diffusion.sampling import TimestepSpacing
 from diffusion.schedules import ScheduleName
 from diffusion.training import batch_categories, check_inpainting_batch, combine_loss_terms
 from evaluation.grids import masked_view
@@ -87,6 +88,12 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
             ``min_snr_gamma: 5``: in docs/results.md they reach the mean-fill error 4x sooner than epsilon
             and end lowest.
         min_snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023) with this gamma; None = off.
+        zero_terminal_snr: rescale the schedule to zero terminal SNR (Lin et al. 2024; v / x0 only); one value
+            or one per stage (docs/schedules.md).
+        shift_base: simple-diffusion log-SNR shift ``2 log(shift_base / resolution)`` at each stage's
+            resolution (Hoogeboom et al. 2023: 64); null = no shift; one value or one per stage.
+        timestep_spacing: DDIM timesteps, ``linspace`` (T-1 .. 0) or ``trailing`` (Lin et al. 2024, with
+            zero terminal SNR); one value or one per stage.
         noise_weight: weight of the mask-weighted diffusion loss.
         l1_weight: weight of the image L1 on the predicted x0.
         combiner_weight: weight of the combiner's hole L1 (stages > 0).
@@ -136,6 +143,9 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
         known_weight: float = 0.1,
         prediction: Prediction = "v",
         min_snr_gamma: float | None = 5.0,
+        zero_terminal_snr: bool | list[bool] = False,
+        shift_base: int | None | list[int | None] = None,
+        timestep_spacing: TimestepSpacing | list[TimestepSpacing] = "linspace",
         noise_weight: float = 1.0,
         l1_weight: float = 0.1,
         combiner_weight: float = 0.1,
@@ -173,8 +183,8 @@ class C2FDiffusionModule(LossTermHost, LightningModule):
                 raise ValueError(f"C2FDiffusionModule: {name} must be [min, max] with 0 <= min <= max, got {list(rng)}")
         self.model = C2FModel(
             unets, embedding, resolutions, guidance, combiner_width, combiner_depth, combiner, lcg, schedule,
-            num_train_timesteps, hole_weight, known_weight, prediction, min_snr_gamma,
-            sampling=C2FSampling(list(sampling_steps), list(guidance_gains), sample_eta, cfg_batched),
+            num_train_timesteps, hole_weight, known_weight, prediction, min_snr_gamma, zero_terminal_snr, shift_base,
+            timestep_spacing, sampling=C2FSampling(list(sampling_steps), list(guidance_gains), sample_eta, cfg_batched),
         )
         if val_sampling_steps is not None:
             self.model.check_sampling(val_sampling_steps, guidance_gains, "C2FDiffusionModule val_sampling_steps")

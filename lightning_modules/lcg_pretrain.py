@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from diffusion.denoiser import InpaintingDenoiser, Prediction
 from diffusion.guidance import GuidanceMode, drop_condition, guidance_contexts, resolve_cond_drop_prob
-from diffusion.sampling import sample_ddim
+from diffusion.sampling import TimestepSpacing, sample_ddim
 from diffusion.schedules import ScheduleName
 from diffusion.training import batch_categories, check_inpainting_batch, combine_loss_terms
 from lightning_modules.loss_term_host import LossTermHost
@@ -53,6 +53,11 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         prediction: network target (``epsilon``, ``v``, ``x0``; see :mod:`diffusion.denoiser`); default ``v``
             with ``min_snr_gamma: 5`` as the C2F stages (docs/results.md).
         min_snr_gamma: min-SNR-gamma loss weighting with this gamma (None = off).
+        zero_terminal_snr: rescale the schedule to zero terminal SNR (Lin et al. 2024; v / x0 only; docs/schedules.md).
+        shift_resolution: training resolution in px for the simple-diffusion log-SNR shift
+            ``2 log(64 / shift_resolution)`` (Hoogeboom et al. 2023); None = no shift. Use the C2F
+            stage-0 setting when this U-Net initialises stage 0.
+        timestep_spacing: DDIM timesteps of the logged samples: ``linspace`` or ``trailing``.
         noise_weight: weight of the mask-weighted diffusion loss (``noise``) in the total.
         l1_weight: weight of the image L1 on the predicted x0.
         guidance: ``"fg_bg"`` (the requested category ``c`` against the other one ``c'``, ``x_c' + s (x_c - x_c')``; PixelHacker's form for foreground fills)
@@ -81,6 +86,9 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         known_weight: float = 0.1,
         prediction: Prediction = "v",
         min_snr_gamma: float | None = 5.0,
+        zero_terminal_snr: bool = False,
+        shift_resolution: int | None = None,
+        timestep_spacing: TimestepSpacing = "linspace",
         noise_weight: float = 1.0,
         l1_weight: float = 0.1,
         guidance: GuidanceMode = "fg_bg",
@@ -107,7 +115,10 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         cond_drop_prob = resolve_cond_drop_prob(guidance, cond_drop_prob, embedding, "LCGPretrainModule")
         if degenerate_masks not in ("error", "warn"):
             raise ValueError(f"LCGPretrainModule: degenerate_masks must be 'error' or 'warn', got {degenerate_masks!r}")
-        self.denoiser = InpaintingDenoiser(unet, schedule, num_train_timesteps, hole_weight, known_weight, prediction, min_snr_gamma)
+        self.denoiser = InpaintingDenoiser(
+            unet, schedule, num_train_timesteps, hole_weight, known_weight, prediction, min_snr_gamma, zero_terminal_snr,
+            shift_resolution, timestep_spacing=timestep_spacing,
+        )
         self.embedding = embedding
         self.noise_weight, self.l1_weight = noise_weight, l1_weight
         self.guidance, self.cond_drop_prob, self.guidance_scale = guidance, cond_drop_prob, guidance_scale
@@ -208,7 +219,7 @@ class LCGPretrainModule(LossTermHost, LightningModule):
         return sample_ddim(
             self.denoiser.forward_with_cond_scale, image, mask, self.denoiser.alphas_cumprod,
             self.sample_steps if steps is None else steps, extra,
-            eta=self.sample_eta if eta is None else eta, generator=generator,
+            eta=self.sample_eta if eta is None else eta, spacing=self.denoiser.timestep_spacing, generator=generator,
         )
 
     def log_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
