@@ -372,6 +372,77 @@ def test_inspect_check_fails_on_an_empty_shard(tmp_path, synthetic_shards):
     assert "empty shard" in run.stdout and str(empty) in run.stdout
 
 
+def test_segmentation_without_classes_json_is_an_error_before_training_and_fails_inspect(tmp_path, synthetic_shards):
+    """The object mask types used to vanish silently (types {2, 3} only) when classes.json was missing."""
+    import shutil
+
+    from datamodules.class_list import ClassListError
+    from datamodules.shard_files import resolve_shards
+
+    folder = tmp_path / "noclasses"
+    folder.mkdir()
+    for path in resolve_shards(synthetic_shards.train):
+        shutil.copy(path, folder)
+    pattern = str(folder / "train-*.tar")
+    dm = ShardDataModule(pattern, resolution=32, batch_size=4, num_workers=0, samples_per_epoch=24)
+    with pytest.raises(ClassListError) as info:
+        dm.setup("fit")
+    message = str(info.value)
+    assert str(folder / "classes.json") in message and "is missing" in message
+    assert "foreground-object (type 0) and background-object (type 1)" in message and "allow_missing_class_list" in message
+    run = _cli("inspect", pattern, "--check")
+    assert run.returncode == 1 and "segmentation without a class list" in run.stdout and "classes.json" in run.stdout
+    allowed = ShardDataModule(pattern, resolution=32, batch_size=4, num_workers=0, samples_per_epoch=24,
+                              allow_missing_class_list=True)
+    with pytest.warns(UserWarning, match="allow_missing_class_list is set"):
+        allowed.setup("fit")
+    types = {t for b in allowed.train_dataloader() for t in b["mask_type"].tolist()}
+    assert types <= {2, 3}  # what the user opted into: no object masks
+
+
+@pytest.fixture
+def tiny_disk(tmp_path, monkeypatch):
+    """A 256 KiB tmpfs (a real ENOSPC) when this process may mount one (root); else shard writes fail with ENOSPC
+    after 12 samples, the way a full disk does."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True).returncode == 0
+    if not mounted:
+        import errno
+
+        real_write = wds.TarWriter.write
+        samples = [0]
+
+        def write(self, obj):  # only this test writes shards in this process: the 13th sample finds the disk full
+            samples[0] += 1
+            if samples[0] > 12:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(self, obj)
+
+        monkeypatch.setattr(wds.TarWriter, "write", write)
+    yield folder
+    if mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_disk_full_while_writing_shards_names_the_shard_and_removes_the_partial_one(tiny_disk, capsys):
+    from datamodules.shard_files import sample_keys
+    from datamodules.shards import main as shards_main
+
+    code = shards_main(["synthetic", "--out", str(tiny_disk), "--train", "400", "--val", "0", "--test", "0",
+                        "--size", "64", "--max-count", "5", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: cannot write shard ") and "No space left on device" in err and "Traceback" not in err
+    partial = Path(err.split("cannot write shard ", 1)[1].split(":", 1)[0])
+    assert partial.parent == tiny_disk and partial.name.startswith("train-") and not partial.exists()
+    assert "was removed" in err
+    kept = sorted(tiny_disk.glob("train-*.tar"))
+    assert kept, "the complete shards before the full disk are kept"
+    for path in kept:  # every shard left behind is complete: no truncated tar
+        assert len(sample_keys(str(path))) == 5
+
+
 def test_write_into_a_read_only_folder_is_a_clear_error(tmp_path, read_only_dir):
     images = _image_folder(tmp_path / "images", 1, 0)
     for out in (read_only_dir, read_only_dir / "new_dataset"):
