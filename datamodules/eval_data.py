@@ -18,12 +18,19 @@ with duplicated samples); ranks may get one sample more or less than others.
 
 Batches: ``image`` ``(B,3,H,W)`` in [-1, 1], ``mask`` ``(B,1,H,W)`` {0,1} (1 = hole), ``key`` list of str.
 
+Scoring another tool's outputs (LaMa's, PixelHacker's, ...): ``predictions_dir`` is a folder with one inpainted
+image per evaluation image, named by the image's key (its relative path without extension, any image extension);
+batches then also carry ``prediction`` ``(B,3,H,W)`` in [-1, 1], which the evaluator scores instead of running an
+inpainter. The folder is checked before anything is scored: keys without a prediction, predictions without an
+evaluation image and predictions of another size than the (preprocessed) image are listed in one error.
+
 Images and mask files are decoded by ``datamodules.image_decoding`` (EXIF orientation, true bit depth,
 minimum size 8 px, decompression-bomb limit). Unlike training, a bad evaluation image is never skipped:
 it stops the run with an error naming the file (a skipped sample would change the metric silently).
 """
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 import warnings
@@ -44,7 +51,8 @@ from datamodules.shards import sample_key
 from masks.protocols import PROTOCOLS, from_mat_mask, protocol_mask
 from masks.random import key_seed
 
-__all__ = ["EvalItem", "EvalSet", "EvalDataModule", "list_shard_images", "list_folder_images", "load_image"]
+__all__ = ["EvalItem", "EvalSet", "EvalDataModule", "PredictionFolderError", "attach_predictions", "list_shard_images",
+           "list_folder_images", "load_image"]
 
 MASK_CONVENTIONS = ("white_is_hole", "mat_black_is_hole")
 
@@ -63,6 +71,7 @@ class EvalItem:
         offset: byte offset of the image inside the shard (``-1`` for a plain file).
         size: byte size of the image inside the shard.
         mask_path: mask file when masks come from a folder.
+        prediction_path: another tool's inpainted image of this sample (``predictions_dir``).
     """
 
     key: str
@@ -70,6 +79,7 @@ class EvalItem:
     offset: int = -1
     size: int = 0
     mask_path: str | None = None
+    prediction_path: str | None = None
 
     def read_image_bytes(self) -> bytes:
         """The encoded image bytes (a direct seek into the shard, no tar parsing)."""
@@ -141,13 +151,65 @@ def attach_mask_files(items: list[EvalItem], mask_dir: str | os.PathLike, match:
                 f"mask_dir {mask_dir} has no mask for {len(missing)} image key(s), e.g. {missing[:3]}; name masks like "
                 f"the images (same relative path, any image extension) or set mask_match: order"
             )
-        return [EvalItem(it.key, it.path, it.offset, it.size, str(masks[it.key])) for it in items]
+        return [EvalItem(it.key, it.path, it.offset, it.size, str(masks[it.key]), it.prediction_path) for it in items]
     if match == "order":
         ordered = [masks[k] for k in sorted(masks)]
         if len(ordered) < len(items):
             raise FileNotFoundError(f"mask_dir {mask_dir} has {len(ordered)} masks for {len(items)} images (mask_match: order)")
-        return [EvalItem(it.key, it.path, it.offset, it.size, str(m)) for it, m in zip(items, ordered)]
+        return [EvalItem(it.key, it.path, it.offset, it.size, str(m), it.prediction_path) for it, m in zip(items, ordered)]
     raise ValueError(f"mask_match must be 'key' or 'order', got {match!r}")
+
+
+class PredictionFolderError(ValueError):
+    """A predictions folder does not match the evaluation set (missing, extra or wrongly sized files)."""
+
+
+def attach_predictions(items: list[EvalItem], predictions_dir: str | os.PathLike, resolution: int | None,
+                       shown: int = 20) -> list[EvalItem]:
+    """Pair each item with its prediction file in ``predictions_dir`` (matched by key); check the whole folder first.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no image.
+        PredictionFolderError: one message listing every key without a prediction, every prediction without an
+            evaluation image, and every prediction whose size differs from the image's (after ``resolution``).
+    """
+    folder = Path(predictions_dir)
+    predictions = _images_under(folder, "predictions_dir")
+    keys = {it.key for it in items}
+    missing = [it.key for it in items if it.key not in predictions]
+    extra = sorted(str(predictions[k].relative_to(folder)) for k in predictions if k not in keys)
+    wrong_size = []
+    for it in items:
+        path = predictions.get(it.key)
+        if path is None:
+            continue
+        try:
+            with Image.open(path) as pred:
+                got = pred.size
+        except Exception as err:  # noqa: BLE001 - any unreadable file is listed, never a bare traceback
+            wrong_size.append(f"{path.relative_to(folder)} (unreadable: {type(err).__name__})")
+            continue
+        if resolution is not None:
+            expected = (resolution, resolution)
+        else:
+            with Image.open(io.BytesIO(it.read_image_bytes())) as original:
+                expected = original.size
+        if got != expected:
+            wrong_size.append(f"{path.relative_to(folder)} is {got[0]}x{got[1]}, image {it.key} is {expected[0]}x{expected[1]}")
+    problems = []
+    for title, names in (("evaluation images without a prediction (expected <key>.png or any image extension)", missing),
+                         ("predictions without an evaluation image", extra),
+                         ("predictions of the wrong size", wrong_size)):
+        if names:
+            listed = "\n    ".join(names[:shown]) + (f"\n    ... and {len(names) - shown} more" if len(names) > shown else "")
+            problems.append(f"  {len(names)} {title}:\n    {listed}")
+    if problems:
+        raise PredictionFolderError(
+            f"predictions_dir {folder} does not match the {len(items)} evaluation images:\n" + "\n".join(problems)
+            + "\nName each prediction like its evaluation image's key (relative path without extension), one per "
+            "image, at the evaluated size (`resolution`)."
+        )
+    return [EvalItem(it.key, it.path, it.offset, it.size, it.mask_path, str(predictions[it.key])) for it in items]
 
 
 def load_image(data: bytes, resolution: int | None, what: str) -> np.ndarray:
@@ -226,7 +288,15 @@ class EvalSet(IterableDataset):
         else:
             mask = protocol_mask(self.masks, (height, width), key_seed(item.key, self.seed))
         image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
-        return {"image": image, "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None], "key": item.key}
+        out = {"image": image, "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None], "key": item.key}
+        if item.prediction_path is not None:
+            with open(item.prediction_path, "rb") as f:
+                pred = load_image(f.read(), None, f"prediction {item.prediction_path}")
+            if pred.shape != rgb.shape:
+                raise ValueError(f"prediction {item.prediction_path} is {pred.shape[1]}x{pred.shape[0]} but image {item.key} "
+                                 f"is {width}x{height}; predictions must have the evaluated image's size")
+            out["prediction"] = torch.from_numpy(pred.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+        return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -261,6 +331,8 @@ class EvalDataModule(LightningDataModule):
             and tiny configs. Replaces ``shards`` / ``image_dir``.
         synthetic_count: number of synthetic test images to generate.
         synthetic_size: side of the generated synthetic images.
+        predictions_dir: folder of another tool's inpainted images, one per evaluation image named by its key;
+            the evaluator scores them instead of running an inpainter (see the module docstring).
     """
 
     def __init__(
@@ -279,6 +351,7 @@ class EvalDataModule(LightningDataModule):
         synthetic_dir: str | None = None,
         synthetic_count: int = 16,
         synthetic_size: int = 64,
+        predictions_dir: str | None = None,
     ) -> None:
         super().__init__()
         if sum(x is not None for x in (shards, image_dir, synthetic_dir)) != 1:
@@ -319,6 +392,7 @@ class EvalDataModule(LightningDataModule):
         self.synthetic_dir = synthetic_dir
         self.synthetic_count = synthetic_count
         self.synthetic_size = synthetic_size
+        self.predictions_dir = predictions_dir
         self._items: list[EvalItem] | None = None
         self._test_set: EvalSet | None = None
 
@@ -346,6 +420,8 @@ class EvalDataModule(LightningDataModule):
                 items = items[: self.num_images]
             if self.masks == "folder":
                 items = attach_mask_files(items, self.mask_dir, self.mask_match)
+            if self.predictions_dir is not None:
+                items = attach_predictions(items, self.predictions_dir, self.resolution)
             self._items = items
         return self._items
 
@@ -379,4 +455,5 @@ class EvalDataModule(LightningDataModule):
             "resolution": self.resolution,
             "masks": masks,
             "mask_seed": self.seed,
+            "predictions_dir": self.predictions_dir,
         }

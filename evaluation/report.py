@@ -5,7 +5,9 @@ One evaluation run writes (``write_report``)::
     <dir>/report.json     {"name", "benchmark", "mask_protocol", "num_images", "figures": {fid, lpips, psnr, ssim},
                            "settings": {...}, "comparable_to_paper": bool, "reference": {method: {fid, lpips}}, ...}
     <dir>/report.csv      header + one row: name, benchmark, mask_protocol, num_images, fid, lpips, psnr, ssim
-    <dir>/per_image.csv   one row per evaluated image: key, hole_ratio, lpips, psnr, ssim
+    <dir>/per_image.csv   one row per evaluated image: key, hole_ratio, lpips, psnr, ssim and the sample / removal
+                          metrics of evaluation/case_scores.py
+    <dir>/bins.csv        the per-group table (whole set, hole-area bins, mask types; evaluation/binned_table.py)
 
 Several runs (e.g. C2F and LaMa on the same protocol) become one table with
 ``python -m evaluation.report compare runs/*/eval/report.json [--benchmark places2_mat_large] [--out table.csv]``,
@@ -47,7 +49,8 @@ PAPER_TABLE: dict[str, dict[str, tuple[float, float]]] = {
 
 FIGURE_NAMES = ("fid", "lpips", "psnr", "ssim")
 SUMMARY_COLUMNS = ("name", "benchmark", "mask_protocol", "num_images", *FIGURE_NAMES)
-PER_IMAGE_COLUMNS = ("key", "hole_ratio", "lpips", "psnr", "ssim")
+PER_IMAGE_COLUMNS = ("key", "hole_ratio", "lpips", "psnr", "ssim", "case", "mae_sample", "mae_mean_k", "psnr_sample",
+                     "psnr_mean_k", "seam_error", "residue", "clean_mae", "texture_ratio")
 
 
 def paper_reference(benchmark: str | None) -> dict[str, dict[str, float]]:
@@ -68,6 +71,8 @@ def write_report(
     settings: Mapping[str, Any] | None = None,
     comparable_to_paper: bool = False,
     per_image: Sequence[Mapping[str, Any]] = (),
+    extra_figures: Mapping[str, Any] | None = None,
+    bins: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.csv`` and (when ``per_image`` is given) ``per_image.csv`` into ``out_dir``.
 
@@ -81,6 +86,9 @@ def write_report(
         settings: anything needed to reproduce the run (resolution, seed, feature extractor...).
         comparable_to_paper: True only when the metric networks are the standard pretrained ones.
         per_image: rows with :data:`PER_IMAGE_COLUMNS` keys.
+        extra_figures: further whole-set figures (``swd``, ``mae_mean_k``, ...), stored in ``figures`` too.
+        bins: the per-group table rows (:func:`evaluation.binned_table.binned_table`), written as ``bins.csv``
+            and stored under ``bins`` in the JSON.
 
     Returns:
         ``{"json": path, "csv": path[, "per_image": path]}``.
@@ -95,17 +103,24 @@ def write_report(
         "benchmark": benchmark,
         "mask_protocol": mask_protocol,
         "num_images": int(num_images),
-        "figures": {k: json_safe(float(figures[k])) for k in FIGURE_NAMES},
+        "figures": {**{k: json_safe(float(figures[k])) for k in FIGURE_NAMES},
+                    **{k: json_safe(v) for k, v in (extra_figures or {}).items()}},
         "comparable_to_paper": bool(comparable_to_paper),
         "settings": dict(settings or {}),
         "reference": paper_reference(benchmark),
     }
+    if bins:
+        report["bins"] = [dict(r) for r in bins]
     paths = {"json": out / "report.json", "csv": out / "report.csv"}
     write_json(paths["json"], report)
     write_csv(paths["csv"], [{**{k: report[k] for k in ("name", "benchmark", "mask_protocol", "num_images")},
                               **report["figures"]}], SUMMARY_COLUMNS)
     if per_image:
         paths["per_image"] = write_csv(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
+    if bins:
+        from evaluation.binned_table import TABLE_COLUMNS
+
+        paths["bins"] = write_csv(out / "bins.csv", bins, TABLE_COLUMNS)
     return paths
 
 

@@ -18,11 +18,23 @@ The evaluator's own metric networks are never read from the checkpoint. Inpainte
 ``checkpoint`` init argument (``inpainters.lama.LamaInpainter``, ``inpainters.c2f.C2FInpainter``)
 can also load their weights themselves; then leave ``--ckpt_path`` out.
 
+Beside FID / LPIPS / PSNR / SSIM it reports the measures that tell a working inpainter from a blur
+(docs/evaluation.md): SWD of patches in the holes (``evaluation/swd.py``), hole MAE / PSNR of one sample and of
+the mean of ``num_samples`` samples (``evaluation/sample_metrics.py``), seam error, and for object removal
+(batches with ``mask_type`` and a clean plate, e.g. the synthetic shards) the residue fraction and clean-plate
+MAE (``evaluation/removal_metrics.py``), with targets by ``evaluation.targets.evaluation_targets``; all of them
+per hole-area bin and per mask type (``evaluation/binned_table.py``).
+
+Scoring another tool's outputs: give the data module ``predictions_dir`` (``datamodules.eval_data``); its
+batches then carry ``prediction`` and the evaluator scores those files instead of running an inpainter.
+
 Outputs (rank 0), in ``report_dir`` (default ``<run directory>/eval``): ``report.json``,
-``report.csv``, ``per_image.csv`` (:mod:`evaluation.report`) and ``samples_XX.png`` labelled grids
-(masked input | inpainted | original, one row per image). Logged: ``test/fid``, ``test/lpips``,
-``test/psnr``, ``test/ssim``, ``test/num_images``; the grids (``test/samples_XX``) and the per-image
-table (``test/per_image``) also go to every W&B / TensorBoard logger (:mod:`evaluation.log_media`).
+``report.csv``, ``per_image.csv``, ``bins.csv`` (the per-group table; :mod:`evaluation.report`) and
+``samples_XX.png`` labelled grids (masked input | inpainted | original, one row per image). Logged:
+``test/fid``, ``test/lpips``, ``test/psnr``, ``test/ssim``, ``test/swd``, ``test/mae_mean_k``, ``test/mae_sample``,
+``test/seam_error``, ``test/residue`` (when there are removal cases), ``test/num_images``; the grids
+(``test/samples_XX``), the per-image table (``test/per_image``) and the per-group table (``test/bins``) also go to
+every W&B (table) / TensorBoard (text) logger (:mod:`evaluation.log_media`).
 """
 from __future__ import annotations
 
@@ -34,17 +46,21 @@ import torch
 from lightning.pytorch import LightningModule
 
 from callbacks.run_directory import run_directory
+from evaluation.binned_table import FID_MIN_IMAGES, TABLE_COLUMNS, binned_table
+from evaluation.case_scores import ROW_METRICS, score_cases
 from evaluation.feature_extractors import FeatureExtractor, InceptionFeatures
 from evaluation.grids import masked_view
 from evaluation.inpainter_checkpoint import inpainter_state_from_checkpoint
 from evaluation.log_media import log_table, save_grid
-from evaluation.metrics import InpaintingMetrics
+from evaluation.metrics import InpaintingMetrics, to_uint8
 from evaluation.report import PAPER_BENCHMARKS, PER_IMAGE_COLUMNS, write_report
 from evaluation.rows import check_unique, gather_rows
+from evaluation.targets import OBJECT_DILATION, evaluation_targets
 from evaluation.weights import build_lpips
 from inpainters.base import Inpainter, composite_known
 from inpainters.c2f import C2FInpainter
 from masks.random import key_seed
+from masks.types import Category
 
 __all__ = ["InpaintingEvaluator"]
 
@@ -85,6 +101,15 @@ class InpaintingEvaluator(LightningModule):
         report_dir: where the report is written; ``None`` = ``<run directory>/eval``.
         seed: base seed of the inpainter's randomness; each batch is seeded from it and the batch's
             sample keys, so a diffusion inpainter draws the same noise for the same batch every run.
+        num_samples: samples per image (K) for the mean-of-K MAE / PSNR; an inpainter with a ``seed``
+            attribute (C2F) is sampled with seeds ``seed, seed + 1, ...``; one without is deterministic (K = 1).
+            FID / LPIPS / SSIM / SWD use the first sample.
+        swd_patches: 7x7 patches per image and pyramid level for the SWD (Karras: 128); 0 = no SWD.
+        swd_region: SWD patch centres ``hole`` (inside the holes) or ``image`` (anywhere).
+        bin_fid_min_images: fewest images of a hole-area bin / mask type for which the table gives a FID
+            (below it, FID's small-sample bias dominates; the cell stays empty).
+        object_dilation: object holes (mask type 0) grow by this fraction of the image side (>= 1 px) before
+            inpainting, like real removal masks (``evaluation.targets``).
     """
 
     #: ``--ckpt_path`` is the inpainter's checkpoint (a training run's), not this module's (cli/checkpoint_args.py)
@@ -105,6 +130,11 @@ class InpaintingEvaluator(LightningModule):
         grid_rows_per_file: int = 4,
         report_dir: str | None = None,
         seed: int = 0,
+        num_samples: int = 1,
+        swd_patches: int = 128,
+        swd_region: str = "hole",
+        bin_fid_min_images: int = FID_MIN_IMAGES,
+        object_dilation: float = OBJECT_DILATION,
     ) -> None:
         super().__init__()
         if benchmark is not None and benchmark not in PAPER_BENCHMARKS:
@@ -114,6 +144,10 @@ class InpaintingEvaluator(LightningModule):
             )
         if num_grid_images < 0 or grid_rows_per_file < 1:
             raise ValueError("InpaintingEvaluator: num_grid_images must be >= 0 and grid_rows_per_file >= 1")
+        if num_samples < 1 or swd_patches < 0 or bin_fid_min_images < 2:
+            raise ValueError("InpaintingEvaluator: num_samples must be >= 1, swd_patches >= 0, bin_fid_min_images >= 2")
+        if swd_region not in ("hole", "image"):
+            raise ValueError(f"InpaintingEvaluator: swd_region must be 'hole' or 'image', got {swd_region!r}")
         self.inpainter = inpainter
         self.ckpt_inpainter = ckpt_inpainter if ckpt_inpainter is not None else C2FInpainter
         self._name = name
@@ -129,19 +163,29 @@ class InpaintingEvaluator(LightningModule):
             "lpips_pretrained_backbone": lpips_pretrained_backbone,
             "checkpoint_prefix": checkpoint_prefix,
             "seed": seed,
+            "num_samples": num_samples,
+            "swd_patches": swd_patches,
+            "swd_region": swd_region,
+            "bin_fid_min_images": bin_fid_min_images,
+            "object_dilation": object_dilation,
         }
+        self.num_samples, self.swd_patches, self.swd_region = num_samples, swd_patches, swd_region
+        self.bin_fid_min_images, self.object_dilation = bin_fid_min_images, object_dilation
         self.checkpoint_prefix = checkpoint_prefix
         self.num_grid_images = num_grid_images
         self.grid_rows_per_file = grid_rows_per_file
         self.report_dir = report_dir
         self.seed = seed
         self._rows: list[dict[str, Any]] = []
+        self._sets: list[dict[str, Any]] = []
         self._grid_images: list[tuple[str, list[torch.Tensor]]] = []
 
     @property
     def name(self) -> str:
         """Label of the inpainter in the report."""
-        return self._name or type(self.inpainter).__name__
+        if self._name:
+            return self._name
+        return type(self.inpainter).__name__ if self.inpainter is not None else "predictions"
 
     # ----------------------------------------------------------------- checkpoint
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -182,46 +226,105 @@ class InpaintingEvaluator(LightningModule):
     # ----------------------------------------------------------------- test loop
     def on_test_epoch_start(self) -> None:
         self.metrics.reset()
-        self._rows, self._grid_images = [], []
+        self._rows, self._sets, self._grid_images = [], [], []
+        if self._scores_predictions():
+            return
         self._require_inpainter().eval()
+
+    def _scores_predictions(self) -> bool:
+        """True when the data module reads another tool's outputs (``predictions_dir``): nothing is inpainted."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(dm, "predictions_dir", None) is not None
 
     def _batch_seed(self, keys: list[str]) -> int:
         return key_seed("|".join(keys), self.seed)
 
+    def _requested_category(self, batch_size: int) -> torch.Tensor:
+        """The LCG category the inpainter fills with (its ``category``; weight-free fills count as background)."""
+        name = getattr(self.inpainter, "category", "background")
+        value = Category.FOREGROUND if name == "foreground" else Category.BACKGROUND
+        return torch.full((batch_size,), int(value), dtype=torch.long)
+
+    def _samples(self, image: torch.Tensor, hole: torch.Tensor, keys: list[str]) -> torch.Tensor:
+        """``(K, B, 3, H, W)`` fills; K = ``num_samples`` for an inpainter with a ``seed`` attribute, else 1."""
+        inpainter = self.inpainter
+        stochastic = isinstance(getattr(inpainter, "seed", None), int)
+        base = getattr(inpainter, "seed", 0)
+        outs = []
+        try:
+            for k in range(self.num_samples if stochastic else 1):
+                if stochastic:
+                    inpainter.seed = base + k
+                torch.manual_seed(self._batch_seed(keys) + k)
+                out = inpainter(image, hole)
+                if out.shape != image.shape:
+                    raise RuntimeError(
+                        f"{self.name} returned shape {tuple(out.shape)} for input {tuple(image.shape)}; "
+                        "an inpainter must return an image of the input's shape"
+                    )
+                outs.append(out.float().clamp(-1, 1))
+        finally:
+            if stochastic:
+                inpainter.seed = base
+        return torch.stack(outs)
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        image, mask, keys = batch["image"], batch["mask"], list(batch["key"])
-        torch.manual_seed(self._batch_seed(keys))
-        hole = (mask > 0.5).to(image.dtype)
-        out = self.inpainter(image, hole)
-        if out.shape != image.shape:
-            raise RuntimeError(
-                f"{self.name} returned shape {tuple(out.shape)} for input {tuple(image.shape)}; "
-                "an inpainter must return an image of the input's shape"
-            )
-        out = composite_known(out.float().clamp(-1, 1), image.float(), hole)  # known pixels exact, whatever the inpainter did
-        per_image = self.metrics.update(out, image.float())
-        columns = {"hole_ratio": hole.flatten(1).mean(1).tolist(), **{k: v.tolist() for k, v in per_image.items()}}
-        for i, key in enumerate(keys):
-            self._rows.append({"key": key, **{name: values[i] for name, values in columns.items()}})
+        image, keys = batch["image"].float(), list(batch["key"])
+        hole = (batch["mask"] > 0.5).to(image.dtype)
+        target, removal, mask_type, clean = image, None, batch.get("mask_type"), None
+        if mask_type is not None and "prediction" not in batch:
+            clean = batch.get("clean_plate")
+            targets = evaluation_targets(image, hole, mask_type, self._requested_category(image.shape[0]).to(image.device),
+                                         clean, batch.get("has_clean_plate"), self.object_dilation)
+            hole, target, removal = targets.mask, targets.target, targets.removal
+        if "prediction" in batch:
+            samples = batch["prediction"].float().clamp(-1, 1)[None]
+        else:
+            samples = self._samples(image, hole, keys)
+        samples = torch.stack([composite_known(s, image, hole) for s in samples])  # known pixels exact, whatever the inpainter did
+        out = samples[0]
+        per_image = self.metrics.update(out, image)
+        rows, descriptors = score_cases(samples, hole, target, keys, removal, clean, mask_type, self.swd_patches,
+                                        self.swd_region, self.seed)
+        extractor = self.metrics.fid.inception
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            real_feat = extractor(to_uint8(image)).double().cpu()
+            fake_feat = extractor(to_uint8(out)).double().cpu()
+        for i, (key, row) in enumerate(zip(keys, rows)):
+            row.update({name: float(values[i]) for name, values in per_image.items()})
+            self._rows.append(row)
+            self._sets.append({"key": key, "desc": descriptors.get(key), "feat": (real_feat[i], fake_feat[i])})
         if self.global_rank == 0 and len(self._grid_images) < self.num_grid_images:
             take = min(self.num_grid_images - len(self._grid_images), image.shape[0])
             for i in range(take):
-                images = [masked_view(image[i], hole[i]), out[i], image[i]]
+                images = [masked_view(image[i], hole[i]), out[i], target[i]]
                 self._grid_images.append((keys[i], [t.float().cpu() for t in images]))
 
     def on_test_epoch_end(self) -> None:
         figures = self.metrics.compute()
         rows = gather_rows(self._rows)
+        sets = gather_rows(self._sets)
         num_images = len(rows)
+        check_unique(rows, ("key",), "InpaintingEvaluator")  # every rank holds all rows: all raise together
+        table = binned_table(
+            rows, (*ROW_METRICS, "lpips", "ssim"),
+            descriptors={s["key"]: s["desc"] for s in sets if s["desc"] is not None} if self.swd_patches else None,
+            features={s["key"]: s["feat"] for s in sets}, fid_min_images=self.bin_fid_min_images,
+        )
+        overall = table[0]
+        extra = {k: overall.get(k) for k in ("swd", "mae_mean_k", "mae_sample", "psnr_mean_k", "seam_error", "residue",
+                                             "clean_mae", "texture_ratio_set")}
         for key, value in figures.items():
             self.log(f"test/{key}", value, sync_dist=True)  # already global: identical on every rank
+        for key, value in extra.items():
+            if value is not None and math.isfinite(value):
+                self.log(f"test/{key}", float(value), sync_dist=True)
         self.log("test/num_images", float(num_images), sync_dist=True)
-        check_unique(rows, ("key",), "InpaintingEvaluator")  # every rank holds all rows: all raise together
         if self.global_rank != 0:
             return
         out_dir = self._report_dir()
         settings = {
-            "inpainter": type(self.inpainter).__name__,
+            "inpainter": type(self.inpainter).__name__ if self.inpainter is not None else None,
             "inpainter_checkpoint": getattr(self.inpainter, "checkpoint", None),
             **self.settings,
         }
@@ -241,8 +344,11 @@ class InpaintingEvaluator(LightningModule):
             settings=settings,
             comparable_to_paper=self.comparable_to_paper,
             per_image=per_image,
+            extra_figures=extra,
+            bins=table,
         )
         log_table(self.loggers, "test/per_image", PER_IMAGE_COLUMNS, per_image, step=self.global_step)
+        log_table(self.loggers, "test/bins", TABLE_COLUMNS, table, step=self.global_step)
         self._write_grids(out_dir)
 
     # ----------------------------------------------------------------- helpers
@@ -260,7 +366,7 @@ class InpaintingEvaluator(LightningModule):
         per_file = self.grid_rows_per_file
         for index in range(math.ceil(len(self._grid_images) / per_file)):
             rows = self._grid_images[index * per_file:(index + 1) * per_file]
-            save_grid(out_dir / f"samples_{index:02d}.png", rows, ["masked input", "inpainted", "original"],
+            save_grid(out_dir / f"samples_{index:02d}.png", rows, ["masked input", "inpainted", "target"],
                       loggers=self.loggers, key=f"test/samples_{index:02d}", step=self.global_step)
 
     def configure_optimizers(self) -> None:

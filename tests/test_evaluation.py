@@ -395,8 +395,10 @@ def test_tiny_eval_config_through_main_test_single_and_ddp(tmp_path):
     assert reports[2]["num_images"] == reports[1]["num_images"] == 10
     keys = [line.split(",")[0] for line in (tmp_path / "report_2" / "per_image.csv").read_text().splitlines()[1:]]
     assert len(keys) == len(set(keys)) == 10
-    for name in ("fid", "lpips", "psnr", "ssim"):
+    # the SWD patches are drawn per image from its key: the two-rank SWD equals the single-process one too
+    for name in ("fid", "lpips", "psnr", "ssim", "swd", "mae_mean_k", "seam_error"):
         assert reports[2]["figures"][name] == pytest.approx(reports[1]["figures"][name], rel=1e-4, abs=1e-6), name
+    assert (tmp_path / "report_2" / "bins.csv").read_text() == (single / "bins.csv").read_text()
 
 
 def test_benchmarks_markdown_is_generated_from_result_files(tmp_path, monkeypatch):
