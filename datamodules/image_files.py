@@ -150,6 +150,11 @@ def size_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int
     return [idx[k : k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
 
 
+# Lightning warns that it cannot set drop_last=False on a custom batch sampler; this one yields every index
+# exactly once (no batch is ever dropped), so the warning would only alarm predict users.
+warnings.filterwarnings("ignore", message=r"You are using a custom batch sampler `SizeBatchSampler`")
+
+
 class SizeBatchSampler(Sampler[list[int]]):
     """The fixed batches of :func:`size_batches` as a batch sampler (one pass, always the same order)."""
 

@@ -147,7 +147,7 @@ def inpaint(inpainter: Inpainter | str | Path, image: ImageLike, mask: ImageLike
     if hole.shape != rgb.shape[:2]:
         raise ValueError(f"inpaint: mask is {hole.shape[1]}x{hole.shape[0]} but the image is "
                          f"{rgb.shape[1]}x{rgb.shape[0]} (WxH); they must have the same size")
-    u8 = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    u8 = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None]
     m = torch.from_numpy(hole.astype(np.float32))[None, None]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     out = inpaint_tensor(model, (u8.float() / 127.5 - 1).to(device), m.to(device)).cpu()
