@@ -16,7 +16,8 @@ Cases:
 For each case and CFG mode (``batched``: conditional + unconditional passes as one forward of a
 doubled batch; ``two_forward``: two forwards per step; the demo case's two modes above) it runs
 :func:`diffusion.c2f_sampling.sample_c2f` on ``--batch`` images after one warm-up call and reports
-seconds per image and peak memory.
+seconds per image (wall clock, and on the CPU the process's CPU time per image, which a
+busy shared machine inflates much less) and peak memory.
 Peak memory: CUDA ``torch.cuda.max_memory_allocated`` minus the memory held before the call; CPU:
 every case runs in a fresh subprocess and reports the growth of the process high-water mark
 (``ru_maxrss``) over the timed call.
@@ -93,18 +94,20 @@ def run_case(case: str, device: str, mode: str, batch: int) -> dict:
         once(steps)
         torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        cpu_seconds = None
         peak = torch.cuda.max_memory_allocated() - base
     else:
         once([1] * model.num_stages)  # warm-up
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         once(steps)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     params = sum(p.numel() for p in model.parameters())
     return {
         "case": case, "device": device, "cfg": mode, "batch": batch, "resolutions": model.resolutions,
-        "steps": steps, "params": params, "seconds_per_image": seconds / batch, "peak_mib_per_image": peak / batch / 2**20,
+        "steps": steps, "params": params, "seconds_per_image": seconds / batch,
+        "cpu_seconds_per_image": None if cpu_seconds is None else cpu_seconds / batch, "peak_mib_per_image": peak / batch / 2**20,
         "peak_mib": peak / 2**20,
     }
 

@@ -5,7 +5,9 @@ Scripts (each prints a table and saves ``benchmarks/results/<name>.json``):
 | name | script | measures |
 |---|---|---|
 | attention | ``benchmarks/attention.py`` | linear vs softmax self-attention over token counts |
-| c2f_sampling | ``benchmarks/c2f_sampling.py`` | three-stage C2F sampling latency per image, batched CFG vs two forwards |
+| c2f_sampling | ``benchmarks/c2f_sampling.py`` | three-stage C2F sampling latency per image, batched CFG vs two forwards; the demo model's gain-1 fast path |
+| predict_speed | ``benchmarks/predict_speed.py`` | ``python -m main predict`` seconds per image with the demo model, before / after the fast path and batching |
+| large_photo | ``benchmarks/large_photo.py`` | a 3000 x 2000 photo: seconds and peak memory per strategy (full / resize / crop), demo C2F model and Telea |
 | stylegan2 | ``benchmarks/stylegan2.py`` | StyleGAN2 / HFGI forward time |
 | shard_loading | ``benchmarks/shard_loading.py`` | WebDataset shard loading vs raw image decoding |
 | train_throughput | ``benchmarks/train_throughput.py`` | training images/s and peak memory per module, fp32 / bf16, eager / compile |
@@ -41,6 +43,8 @@ META = RESULTS / "run_all.json"
 SCRIPTS = {
     "attention": "benchmarks/attention.py",
     "c2f_sampling": "benchmarks/c2f_sampling.py",
+    "predict_speed": "benchmarks/predict_speed.py",
+    "large_photo": "benchmarks/large_photo.py",
     "stylegan2": "benchmarks/stylegan2.py",
     "shard_loading": "benchmarks/shard_loading.py",
     "train_throughput": "benchmarks/train_throughput.py",
@@ -49,7 +53,9 @@ SCRIPTS = {
 GPU_ONLY = {"gpu_check"}
 DESCRIPTIONS = {
     "attention": "Self-attention layer: linear vs softmax over token counts",
-    "c2f_sampling": "Three-stage C2F sampling latency per image (batched CFG vs two forwards)",
+    "c2f_sampling": "Three-stage C2F sampling latency per image (batched CFG vs two forwards; gain-1 fast path on the demo model)",
+    "predict_speed": "Predict seconds per image with the demo model, before / after the gain-1 fast path and equal-size batching",
+    "large_photo": "A 3000 x 2000 photo: seconds and peak memory per strategy (full / resize / crop), demo C2F model and Telea, CPU",
     "stylegan2": "StyleGAN2 / HFGI forward time",
     "shard_loading": "Shard loading throughput vs raw decode",
     "train_throughput": "Training throughput and peak memory per module (fp32 / bf16, eager / torch.compile)",
