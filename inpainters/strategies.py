@@ -8,9 +8,10 @@ model's last stage resolution; ``None`` = any size, nothing is rescaled):
 - ``resize``: when the longest side exceeds ``resize_limit`` (default ``size``), the image is area-
   downscaled to that longest side (the mask max-pooled, so holes never shrink), filled, the result
   upscaled bilinearly, and only the hole pixels are pasted into the original.
-- ``crop``: when the longest side exceeds ``size``, each hole (8-connected component) gets a box: its
-  bounding box grown by ``crop_margin`` px on every side and to at least ``size`` x ``size`` (the
-  context the model was trained with; clipped to the image). Overlapping boxes are merged (repeatedly,
+- ``crop``: when the longest side exceeds ``size`` (always, when ``size`` is ``None``), each hole
+  (8-connected component) gets a box: its bounding box grown by ``crop_margin`` px on every side and
+  to at least ``size`` x ``size`` (the context the model was trained with; clipped to the image).
+  Overlapping boxes are merged (repeatedly,
   so the boxes end disjoint and every hole pixel lies in exactly one). Each box is cut out, brought to
   the model's scale (area-downscaled to longest side ``size`` when larger, as ``resize``), filled, and
   its hole pixels pasted back. Holes far apart are filled in separate small crops: cost grows with the
@@ -134,11 +135,11 @@ class InpaintStrategy:
         longest = max(image.shape[-2:])
         if self.strategy == "resize" and longest > self.limit:
             return _fill_at_scale(fill, image, hole, self.limit)
-        if self.strategy != "crop" or self.size is None or longest <= self.size:
+        if self.strategy != "crop" or (self.size is not None and longest <= self.size):
             return fill(image, hole)
         out = image.clone()
         for b in range(image.shape[0]):
-            for top, left, bottom, right in crop_boxes(hole[b, 0].cpu().numpy() > 0.5, self.crop_margin, self.size):
+            for top, left, bottom, right in crop_boxes(hole[b, 0].cpu().numpy() > 0.5, self.crop_margin, self.size or 0):
                 img_c = image[b : b + 1, :, top:bottom, left:right]
                 hole_c = hole[b : b + 1, :, top:bottom, left:right]
                 filled = _fill_at_scale(fill, img_c, hole_c, self.size)

@@ -103,6 +103,11 @@ def test_crop_fills_small_crops_at_the_model_scale_and_resize_the_limit():
     out_a = StrategyInpainter(TeleaInpainter(), "crop", size=64, crop_margin=8)(image, only_a)
     assert torch.equal(out[..., :100, :100], out_a[..., :100, :100])
 
+    rec = _Recorder()  # no working size: each hole cropped with its margin, filled at its own size
+    out = StrategyInpainter(rec, "crop", size=None, crop_margin=8)(image, mask)
+    assert sorted(rec.sizes) == [(36, 46), (46, 76)]
+    _known_exact(out, image, mask == 0)
+
     rec = _Recorder()
     out = StrategyInpainter(rec, "resize", size=None, resize_limit=100)(image, mask)
     assert rec.sizes == [(75, 100)]
