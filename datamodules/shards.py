@@ -54,7 +54,7 @@ from datamodules.shard_files import (
     resolve_shards,
     sample_keys,
 )
-from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene_layers
+from datamodules.synthetic import SYNTHETIC_CLASSES, scene_seed, synthetic_scene_layers
 from safe_io import UnsafeNameError, check_name
 
 SEG_SUFFIX = "seg.png"
@@ -417,9 +417,8 @@ def write_image_folder(
 
 
 def _synthetic_samples(count: int, size: int, seed: int, split: str) -> Iterator[dict]:
-    offset = {"train": 0, "val": 10_000_000, "test": 20_000_000}[split]
     for i in range(count):
-        image, seg, clean, clean_seg = synthetic_scene_layers(seed * 100_000_000 + offset + i, size)
+        image, seg, clean, clean_seg = synthetic_scene_layers(scene_seed(seed, split, i), size)
         key = f"{split}_{i:07d}"
         yield {
             "__key__": key,

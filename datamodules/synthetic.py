@@ -83,6 +83,15 @@ def _thing_polygon(rng: np.random.Generator, kind: int, cx: float, cy: float, r:
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in corners]
 
 
+#: scene-seed offset of each split of a synthetic dataset (splits never share a scene)
+SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
+
+
+def scene_seed(dataset_seed: int, split: str, index: int) -> int:
+    """Seed of scene ``index`` of ``split`` in the synthetic dataset ``dataset_seed`` (what the shard writer uses)."""
+    return dataset_seed * 100_000_000 + SPLIT_OFFSETS[split] + index
+
+
 def synthetic_scene(seed: int, height: int = 64, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One procedural scene.
 
