@@ -42,6 +42,7 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.checkpoint_io import SafeCheckpointIO
@@ -59,6 +60,8 @@ from callbacks.wandb_checkpoint_record import WandbCheckpointRecord
 from cli.checkpoint_args import (
     apply_checkpoint_hparams, explicit_model_keys, newest_training_state, resolve_ckpt_path, run_dir_from_config,
 )
+from cli.config_files import ConfigFileError, check_config_files
+from cli.run_lock import RunLockedError, acquire_run_lock, release_run_locks
 from datamodules.class_list import ClassListError
 from datamodules.image_decoding import ImageDecodeError
 from datamodules.image_files import PredictInputError
@@ -155,11 +158,13 @@ _LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 
 
 def silence_third_party_notices(environ: dict[str, str] | None = None) -> None:
-    """Hide three notices that say nothing about the run; every other warning stays.
+    """Hide four notices that say nothing about the run; every other warning stays.
 
     Lightning's litlogger advertisement, torch's ``LeafSpec`` deprecation (raised inside
-    Lightning), and Lightning's "`srun` is available but not used" hint when no Slurm job is
-    running (``SLURM_JOB_ID`` unset).
+    Lightning), Lightning's "`srun` is available but not used" hint when no Slurm job is
+    running (``SLURM_JOB_ID`` unset), and the CSV logger's "logs directory exists and is not empty;
+    previous log files will be deleted" (the run directory holds ``run.lock``, and an earlier
+    ``metrics.csv`` is moved aside before the logger starts: nothing is deleted).
     """
     env = os.environ if environ is None else environ
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
@@ -167,6 +172,7 @@ def silence_third_party_notices(environ: dict[str, str] | None = None) -> None:
         if not any(isinstance(f, _DropMessage) and f.prefix == _LITLOGGER_TIP for f in log.filters):
             log.addFilter(_DropMessage(_LITLOGGER_TIP))
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     if not env.get("SLURM_JOB_ID"):
         warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 
@@ -258,7 +264,17 @@ class RestoreLabCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         self._command_line = list(args) if isinstance(args, (list, tuple)) else (sys.argv[1:] if args is None else [])
+        check_config_files(self._command_line)  # a YAML error names its file, line and column
         super().parse_arguments(parser, args)
+
+    def instantiate_classes(self) -> None:
+        """Build the classes; a constructor's refusal of a value becomes a :class:`ConfigError` with its message."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, MisconfigurationException) as err:
+            if user_error(err) is not None:
+                raise
+            raise ConfigError(f"invalid configuration: {_innermost_message(err)}") from err
 
     def _parse_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path`` (``last`` / ``best`` / a file), refuse another module's checkpoint, and build
@@ -290,8 +306,34 @@ class RestoreLabCLI(LightningCLI):
             self._resume_after_node_failure(cfg, run_dir)
         else:
             run_dir = run_dir_from_config(cfg)[0]
-        if run_dir is not None and first_process and self.subcommand == "fit":
+        if run_dir is not None and first_process and self.subcommand:
+            run_dir = self._lock_run_directory(cfg, run_dir, job_tag)
+        if run_dir is not None and first_process and self.subcommand:
             keep_previous_metrics(run_dir)  # a rerun into the same directory never deletes earlier metrics
+
+    def _lock_run_directory(self, cfg: Namespace, run_dir: Path, job_tag: str | None) -> Path:
+        """Take the run directory's lock (``cli.run_lock``) before anything is written there.
+
+        A CSV / TensorBoard logger without a version gets the ``version_<n>`` that was locked (Lightning
+        would pick the next free one, i.e. another folder); a new run that meets a live lock there takes
+        the next number instead of failing.
+        """
+        logger = cfg.trainer.get("logger") if cfg.get("trainer") else None
+        entry = (logger[0] if logger else None) if isinstance(logger, list) else logger
+        args = entry.get("init_args") if isinstance(entry, Namespace) else None
+        numbered = (isinstance(args, Namespace) and args.get("version") is None
+                    and str(entry.get("class_path", "")).endswith(("CSVLogger", "TensorBoardLogger")))
+        while True:
+            try:
+                acquire_run_lock(run_dir, self.subcommand, job_tag)
+            except RunLockedError:
+                if not numbered or not run_dir.name.startswith("version_"):
+                    raise
+                run_dir = run_dir.with_name(f"version_{int(run_dir.name.split('_', 1)[1]) + 1}")
+                continue
+            if numbered:
+                args.version = int(run_dir.name.split("_", 1)[1])
+            return run_dir
 
     def _resume_after_node_failure(self, cfg: Namespace, run_dir: Path | None) -> None:
         """A requeued job resumes from the newer of the run's ``last.ckpt`` (SIGTERM stop, node failure)
@@ -398,11 +440,26 @@ def _cli_kwargs(args: list[str] | None, run: bool) -> dict[str, Any]:
     )
 
 
+class ConfigError(ValueError):
+    """A command line / config that the CLI parser or a constructor rejects; the message says which value and why."""
+
+
 #: errors whose message already names the file / key at fault and the fix: printed without a traceback
 USER_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError, NonFiniteLossError, SlurmTaskMismatchError, MissingExtraError, MissingWeightsError,
-    ShardError, ClassListError, ImageDecodeError, PredictInputError, OutputDirError,
+    ShardError, ClassListError, ImageDecodeError, PredictInputError, OutputDirError, RunLockedError, ConfigError,
+    ConfigFileError, MisconfigurationException, FileNotFoundError,
 )
+
+
+def _innermost_message(err: BaseException) -> str:
+    """The message of the error a constructor raised, under jsonargparse's "Does not validate" wrappers."""
+    message, seen = str(err), 0
+    while err is not None and seen < 16:
+        if isinstance(err, (ValueError, MisconfigurationException)) and not str(err).startswith("Does not validate"):
+            message = str(err)
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return message
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -438,10 +495,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
         if inner is None or inner is err:
             raise
         raise inner from None
-
-
-class ConfigError(ValueError):
-    """A command line / config that the CLI parser rejects; the message is jsonargparse's."""
+    finally:
+        release_run_locks()  # the run directory is free again, also after an error or a signal
 
 
 class _Parsed(Exception):
@@ -482,6 +537,8 @@ def parse_config(args: list[str]) -> Namespace:
             _ParseOnlyCLI(**_cli_kwargs(list(args), run=True))
     except _Parsed as done:
         return done.config
+    except ConfigFileError as err:
+        raise ConfigError(str(err)) from None
     except SystemExit as exit_:
         message = captured.getvalue().strip() or f"the parser exited with status {exit_.code}"
         message = message[message.find("error:") :] if "error:" in message else message  # drop the usage

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from cli.config_files import ConfigFileError, read_yaml
 
 # The agent's macro values for a command-line sweep (wandb/wandb_agent.py, Agent._command_run).
 AGENT_MACROS = {"env": ["/usr/bin/env"], "interpreter": ["python"]}
@@ -27,6 +27,10 @@ METRIC_PREFIXES = ("val/", "train/", "test/")
 
 class SweepError(ValueError):
     """A sweep file that cannot work; the message names the file and what to fix."""
+
+
+class SweepFileError(SweepError):
+    """A sweep file that cannot be read (missing, not YAML, not a mapping); the message is one line."""
 
 
 @dataclass
@@ -59,8 +63,13 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise SweepError(f"{path}: no such sweep file")
-    sweep = yaml.safe_load(path.read_text()) or {}
+        raise SweepFileError(f"{path}: no such sweep file")
+    try:
+        sweep = read_yaml(path) or {}
+    except ConfigFileError as err:
+        raise SweepFileError(str(err)) from None
+    if not isinstance(sweep, dict):
+        raise SweepFileError(f"{path}: a sweep file is a YAML mapping (method, metric, parameters, command), not a {type(sweep).__name__}")
     for key in ("method", "metric", "parameters", "command"):
         if key not in sweep:
             raise SweepError(f"{path}: the sweep has no {key!r} entry")
@@ -195,7 +204,11 @@ def check_sweep(path: str | Path) -> list[ExpandedRun]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m sweeps.check``; returns the exit status."""
+    """Entry point of ``python -m sweeps.check``; returns the exit status.
+
+    0: every sweep parses; 1: a sweep was checked and failed (``FAIL ...``); 2: a sweep file could not be
+    read (``error: file:line:column: ...``: missing, invalid YAML, not a mapping).
+    """
     parser = argparse.ArgumentParser(prog="python -m sweeps.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", help="sweep YAML files")
     options = parser.parse_args(argv)
@@ -204,9 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in options.sweeps:
         try:
             runs = check_sweep(path)
+        except SweepFileError as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = 2
+            continue
         except SweepError as err:
             print(f"FAIL {err}", file=sys.stderr)
-            status = 1
+            status = max(status, 1)
             continue
         print(f"ok   {path}: {len(runs)} sample run(s) parse, e.g.\n     {' '.join(runs[-1].argv)}")
     return status

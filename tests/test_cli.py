@@ -4,6 +4,7 @@ the project's classes, W&B as an optional extra, and CI's Slurm daemons stopped 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -324,3 +325,23 @@ def test_ci_run_stops_the_daemons_it_started_on_success_and_failure(tmp_path, py
             pid = int(daemon_pid.read_text())
             if Path(f"/proc/{pid}/comm").is_file() and Path(f"/proc/{pid}/comm").read_text().strip() == "sleep":
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--config", "{bad}"], r"^error: {bad}:3:6: invalid YAML: expected ',' or '\]', but got ':' \(while parsing a flow sequence at line 2, column 14\)$"),
+    (["--config", "{tmp}/absent.yaml"], r"^error: Parser key \"config\": File does not exist: '.*absent.yaml'$"),
+    (["--config", "configs/lcg/tiny.yaml", "--data.init_args.synthetic_dir=null", "--data.init_args.train_shards={tmp}/none-{{000..001}}.tar"],
+     r"^error: train_shards: 2 shard file\(s\) of '.*none-\{000..001\}.tar' do not exist: .*none-000.tar, .*none-001.tar; check the path"),
+    (["--config", "configs/lcg/tiny.yaml", "--data.init_args.resolution=-5"],
+     r"^error: invalid configuration: resolution=-5 is too small; use at least 8 pixels$"),
+], ids=["bad-yaml", "missing-config", "missing-data", "bad-value"])
+def test_config_and_input_errors_print_one_error_line_and_exit_2(tmp_path, extra, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_steps: [1\n  foo: 2\n")
+    args = [a.format(bad=bad, tmp=tmp_path) for a in extra]
+    proc = run_main(["fit", *args, "--trainer.max_steps=1", f"--trainer.logger.init_args.save_dir={tmp_path}"], cwd=REPO, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.search(expected.replace("{bad}", re.escape(str(bad))), last), last

@@ -82,3 +82,16 @@ def test_command_line_reports_the_bad_parameter(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1 and "FAIL" in proc.stderr and "trainer.max_stepz" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("method: grid\nmetric: {name: val/loss\n  goal: minimize\nparameters: {}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.check", str(path)], cwd=REPO, env=main_env(),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: {path}:3:7: invalid YAML: expected ',' or '}}', but got ':' (while parsing a flow mapping at line 2, column 9)"
+    ), proc.stderr
