@@ -271,8 +271,8 @@ class RestoreLabCLI(LightningCLI):
         """Build the classes; a constructor's refusal of a value becomes a :class:`ConfigError` with its message."""
         try:
             super().instantiate_classes()
-        except (ValueError, MisconfigurationException) as err:
-            if user_error(err) is not None:
+        except (ValueError, MisconfigurationException, FileNotFoundError) as err:
+            if user_error(err) is not None and not isinstance(err, TOP_USER_ERRORS):
                 raise
             raise ConfigError(f"invalid configuration: {_innermost_message(err)}") from err
 
@@ -448,15 +448,17 @@ class ConfigError(ValueError):
 USER_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError, NonFiniteLossError, SlurmTaskMismatchError, MissingExtraError, MissingWeightsError,
     ShardError, ClassListError, ImageDecodeError, PredictInputError, OutputDirError, RunLockedError, ConfigError,
-    ConfigFileError, MisconfigurationException, FileNotFoundError,
+    ConfigFileError,
 )
+#: user errors only when they are what the command raised (not somewhere in the chain of another error)
+TOP_USER_ERRORS: tuple[type[BaseException], ...] = (MisconfigurationException, FileNotFoundError)
 
 
 def _innermost_message(err: BaseException) -> str:
     """The message of the error a constructor raised, under jsonargparse's "Does not validate" wrappers."""
     message, seen = str(err), 0
     while err is not None and seen < 16:
-        if isinstance(err, (ValueError, MisconfigurationException)) and not str(err).startswith("Does not validate"):
+        if isinstance(err, (ValueError, MisconfigurationException, FileNotFoundError)) and not str(err).startswith("Does not validate"):
             message = str(err)
         err, seen = err.__cause__ or err.__context__, seen + 1
     return message
@@ -464,6 +466,8 @@ def _innermost_message(err: BaseException) -> str:
 
 def user_error(exc: BaseException) -> BaseException | None:
     """The project's own clear error inside ``exc``: jsonargparse wraps errors raised while it builds a class."""
+    if isinstance(exc, TOP_USER_ERRORS):
+        return exc
     seen = 0
     while exc is not None and seen < 16:
         if isinstance(exc, USER_ERRORS):
