@@ -13,9 +13,11 @@ Trains and evaluates, on the same synthetic scenes, seeds and training compute p
 - baselines that need no training: mean fill, harmonic (Laplace) fill, OpenCV Telea.
 
 Every trained variant runs with ``--seeds`` seeds (training seed = data order, masks, init); the
-held-out scenes (dataset seed never used in training) and their masks are the same for all. Metrics
-per variant (mean and spread over seeds): hole MAE, PSNR and SSIM inside the hole, and the seam error
-on the hole pixels within 2 px of its border.
+held-out cases (dataset seed never used in training; every mask type and object removal scored against the
+clean plate, ``benchmarks.inpainting_study.held_out_cases``) are the same for all. Metrics per variant (mean and
+spread over seeds; docs/evaluation.md): SWD of the fills in the holes, removal residue, MAE of the mean of ``--k``
+samples and of one sample, seam error, texture ratio. Gains are tuned on validation scenes by the selection rule
+of docs/results.md (realism and removal, MAE of the mean of K as tie-breaker; never one sample's MAE).
 
     python benchmarks/quality.py                     # about 80 min on a 2-core CPU
     python benchmarks/quality.py --steps 4000 --seeds 3 --held-out 256 --accelerator gpu   # larger, GPU
@@ -40,7 +42,8 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.inpainting_study import (  # noqa: E402
-    eval_batch, mean_and_spread, save_png, score, summarise, synthetic_sets, train_module,
+    HELD_OUT_SEED, TRAIN_SEED, case_table, choose, held_out_cases, mean_and_spread, save_png, score_fills,
+    synthetic_sets, train_module,
 )
 from callbacks.boundary_loss import BoundaryLoss  # noqa: E402
 from callbacks.consistency_loss import UpsamplingConsistencyLoss  # noqa: E402
@@ -113,6 +116,10 @@ def training_flops(module: C2FDiffusionModule, batch: dict) -> float:
     return sum(per_stage) / len(per_stage)
 
 
+#: the overall figures a variant is reported with (keys of a case-table ``all`` row)
+FIGURES = ("swd", "residue", "mae_mean_k", "mae_sample", "seam_error", "texture_ratio_set")
+
+
 def sampler(module: C2FDiffusionModule, gains: list[float], seed: int):
     """``fill(image, mask, category)`` sampling the module with the given gains and a fixed seed."""
     gen = torch.Generator().manual_seed(seed)
@@ -123,15 +130,34 @@ def sampler(module: C2FDiffusionModule, gains: list[float], seed: int):
     return fill
 
 
-def tune_gains(module: C2FDiffusionModule, val, single: bool, grid: list[float] = GAIN_GRID) -> list[float]:
-    """Per-stage guidance gains with the lowest validation hole MAE over ``grid`` (coarse stage first; the fine
-    stage tries the two smallest gains, never above the coarse one)."""
+def fills(fill, cases, k: int, chunk: int = 16) -> torch.Tensor:
+    """``(k, N, 3, H, W)``: ``k`` draws of ``fill(image, mask, category)`` over the cases, in chunks."""
+    draws = []
+    with torch.no_grad():
+        for _ in range(k):
+            parts = [fill(cases.image[i:i + chunk], cases.mask[i:i + chunk], cases.category[i:i + chunk]).float()
+                     for i in range(0, len(cases), chunk)]
+            draws.append(torch.cat(parts))
+    return torch.stack(draws)
+
+
+def evaluate(fill, cases, k: int) -> tuple[dict[str, float], list[dict], torch.Tensor]:
+    """Overall figures (:data:`FIGURES`), the per-group table and the first draw of ``k`` fills of the cases."""
+    samples = fills(fill, cases, k)
+    rows, desc = score_fills(samples, cases)
+    table = case_table(rows, desc)
+    return {f: float(table[0][f]) for f in FIGURES}, table, samples[0]
+
+
+def tune_gains(module: C2FDiffusionModule, val, single: bool, grid: list[float] = GAIN_GRID, k: int = 2) -> list[float]:
+    """Per-stage guidance gains over ``grid`` chosen on the validation cases by the selection rule
+    (``benchmarks.inpainting_study.choose``: SWD + removal residue, then the MAE of the mean of ``k`` samples);
+    coarse stage first, the fine stage tries the two smallest gains, never above the coarse one."""
     if single:
         candidates = [[g] for g in grid]
     else:
         candidates = [[g0, g1] for g0 in grid for g1 in grid[:2] if g1 <= g0]
-    scored = [(summarise(score(sampler(module, g, 1), val)[0])["hole_mae"], g) for g in candidates]
-    return min(scored)[1]
+    return choose([(g, evaluate(sampler(module, g, 1), val, k)[1][0]) for g in candidates])
 
 
 def _shown(path: Path) -> str:
@@ -148,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prediction", default="v", help="prediction target of every variant (docs/results.md)")
     parser.add_argument("--train-images", type=int, default=2000, help="training scenes")
     parser.add_argument("--held-out", type=int, default=64, help="held-out scenes scored per variant")
-    parser.add_argument("--val-images", type=int, default=32, help="validation scenes used to tune the gains")
+    parser.add_argument("--val-images", type=int, default=20, help="validation scenes used to tune the gains")
+    parser.add_argument("--k", type=int, default=4, help="samples per case (MAE of the mean of K; tuning uses 2)")
     parser.add_argument("--only", nargs="*", default=None, help="trained variants to run (default all)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "studies"), help="where the synthetic sets go")
@@ -162,15 +189,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     start_all = time.perf_counter()
     train_glob, val_glob, test_glob = synthetic_sets(Path(args.data_dir), SIZE, args.train_images, args.held_out)
-    data = eval_batch(test_glob, SIZE, args.held_out)
-    val = eval_batch(val_glob, SIZE, min(args.val_images, 16))
+    data = held_out_cases(args.held_out, SIZE, HELD_OUT_SEED, "test")
+    val = held_out_cases(args.val_images, SIZE, TRAIN_SEED, "val")  # validation scenes of the training set's seed
     flop_batch = {"image": data.image[:4], "mask": data.mask[:4], "category": data.category[:4]}
     per_seed: dict[str, list[dict[str, float]]] = {}
-    fills: dict[str, torch.Tensor] = {}
+    shown: dict[str, torch.Tensor] = {}
+    tables: dict[str, list] = {}
     notes: dict[str, Any] = {}
     for name, fill in (("mean fill", MeanFillInpainter()), ("harmonic", HarmonicInpainter()), ("Telea", TeleaInpainter())):
-        metrics, filled = score(lambda i, m, c, f=fill: f(i, m), data)
-        per_seed[name], fills[name] = [summarise(metrics)], filled
+        figures, tables[name], shown[name] = evaluate(lambda i, m, c, f=fill: f(i, m), data, 1)  # deterministic: K = 1
+        per_seed[name] = [figures]
     two_stage_flops = training_flops(build({}, args.prediction, args.lr, args.steps), flop_batch)
     single_flops = training_flops(build({"single_stage": True}, args.prediction, args.lr, args.steps), flop_batch)
     single_steps = max(1, round(args.steps * two_stage_flops / single_flops))
@@ -188,41 +216,42 @@ def main(argv: list[str] | None = None) -> dict:
                                    callbacks=[*loss_callbacks(variant), EMA(decay=0.995, warmup=True)])
             module.eval()
             gains = tune_gains(module, val, single, args.gain_grid) if variant.get("lcg", True) else [1.0] * module.num_stages
-            metrics, filled = score(sampler(module, gains, 100 + seed), data)
-            per_seed.setdefault(name, []).append({**summarise(metrics), "train_seconds": seconds, "steps": steps})
+            figures, table, filled = evaluate(sampler(module, gains, 100 + seed), data, args.k)
+            per_seed.setdefault(name, []).append({**figures, "train_seconds": seconds, "steps": steps})
             notes.setdefault("gains", {}).setdefault(name, []).append(gains)
             if seed == 0:
-                fills[name] = filled
+                shown[name], tables[name] = filled, table
             if name == "full":
-                metrics1, filled1 = score(sampler(module, [1.0] * module.num_stages, 100 + seed), data)
-                per_seed.setdefault("gain 1", []).append(summarise(metrics1))
+                figures1, table1, filled1 = evaluate(sampler(module, [1.0] * module.num_stages, 100 + seed), data, args.k)
+                per_seed.setdefault("gain 1", []).append(figures1)
                 if seed == 0:
-                    fills["gain 1"] = filled1
+                    shown["gain 1"], tables["gain 1"] = filled1, table1
             print(f"{name} seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in per_seed[name][-1].items()), flush=True)
     table = {}
     for name, runs in per_seed.items():
-        table[name] = {k: mean_and_spread([r[k] for r in runs]) for k in ("hole_mae", "hole_psnr", "hole_ssim", "seam_error")}
+        table[name] = {k: mean_and_spread([r[k] for r in runs]) for k in FIGURES}
         table[name]["runs"] = len(runs)
     show = list(range(min(6, args.held_out)))
     order = [n for n in ("full", "gain 1", "paste-only combiner", "single stage", "no LCG", "no boundary loss",
-                         "no consistency loss", "mean fill", "harmonic", "Telea") if n in fills]
+                         "no consistency loss", "mean fill", "harmonic", "Telea") if n in shown]
     rows = [("masked input", [masked_view(data.image[i], data.mask[i]) for i in show]),
-            ("original", [data.image[i] for i in show]), *((n, [fills[n][i] for i in show]) for n in order)]
+            ("target", [data.target[i] for i in show]), *((n, [shown[n][i] for i in show]) for n in order)]
     save_png(labelled_grid(rows, [data.keys[i].rsplit("_", 1)[-1] for i in show], scale=1), grid)
     result = {
         "benchmark": "quality", "command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {k: v for k, v in vars(args).items() if k not in ("data_dir", "out")}, "unets": UNETS,
         "sampling_steps": {"two_stage": args.sampling_steps, "single_stage": [single_stage_steps(args.sampling_steps)]},
         "table": table, "per_seed": per_seed, "notes": notes, "grid": _shown(grid),
+        "case_tables": tables, "selection_rule": "benchmarks.inpainting_study.SELECTION_RULE",
         "wall_seconds": round(time.perf_counter() - start_all), "torch": torch.__version__, "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%d"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"\n{'variant':22} {'hole MAE':>16} {'PSNR':>14} {'SSIM':>14} {'seam':>16}")
+    print(f"\n{'variant':22} " + " ".join(f"{k:>16}" for k in FIGURES))
     for name in order:
         t = table[name]
-        print(f"{name:22} " + " ".join(f"{t[k][0]:>8.4f}±{t[k][1]:<7.4f}" for k in ("hole_mae", "hole_psnr", "hole_ssim", "seam_error")))
+        print(f"{name:22} " + " ".join(f"{t[k][0]:>8.4f}±{t[k][1]:<7.4f}" for k in FIGURES))
     print(f"wrote {_shown(out)} and {_shown(grid)} in {result['wall_seconds']} s")
     return result
 

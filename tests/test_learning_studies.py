@@ -23,15 +23,15 @@ def test_convergence_quality_and_report_run_end_to_end(tmp_path):
     assert 0 < conv["mean_fill_hole_mae"] < 2 and (results / "convergence.png").is_file()
 
     qual = quality.main(["--steps", "2", "--seeds", "1", "--batch-size", "2", "--train-images", "8", "--held-out", "2",
-                         "--val-images", "2", "--sampling-steps", "2", "2", "--gain-grid", "1", "2", "--only", "full",
+                         "--val-images", "2", "--k", "2", "--sampling-steps", "2", "2", "--gain-grid", "1", "2", "--only", "full",
                          "no LCG", "--data-dir", data,
                          "--out", str(results / "quality.json")])
     # the trained variants asked for, the gain-1 resampling of the full model, and the weight-free baselines
     assert set(qual["table"]) == {"full", "gain 1", "no LCG", "mean fill", "harmonic", "Telea"}
-    for row in qual["table"].values():
-        assert 0 < row["hole_mae"][0] < 2 and row["runs"] == 1
+    for row in qual["table"].values():  # the issue-20 measures (SWD, removal, MAE of the mean of K)
+        assert 0 < row["mae_mean_k"][0] < 2 and row["swd"][0] > 0 and 0 <= row["residue"][0] <= 1 and row["runs"] == 1
     written = json.loads((results / "quality.json").read_text())["table"]
-    assert {k: v["hole_mae"][0] for k, v in written.items()} == {k: v["hole_mae"][0] for k, v in qual["table"].items()}
+    assert {k: v["swd"][0] for k, v in written.items()} == {k: v["swd"][0] for k, v in qual["table"].items()}
     grid = Image.open(results / "quality.png")
     assert grid.height > 2 * 64  # a labelled row per variant
 
