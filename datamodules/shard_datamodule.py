@@ -336,9 +336,12 @@ class ShardDataModule(LightningDataModule):
             self._train_index, processor, self.seed, rank, world, self.batch_size, self.samples_per_epoch // self.batch_size,
             _TrainReadErrors(counts=processor.counts),
         )
+        previous = self._train_loader
         self._train_loader = TrainLoader(
             stream, num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=False
         )
+        if previous is not None:  # a rebuilt loader (reload_dataloaders_every_n_epochs) continues the epoch count
+            self._train_loader.epoch = previous.epoch
         if self._resume is not None:
             self._train_loader.resume_at(self._resume)
             self._resume = None

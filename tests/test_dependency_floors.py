@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NEEDED = {
     "torch": ("2.6", "torch.serialization.safe_globals with (stand-in, 'module.name') pairs; weights_only=True default"),
     "lightning": ("2.6", "lightning.pytorch.callbacks.WeightAveraging (callbacks/ema.py)"),
-    "webdataset": ("0.2.109", "ResampledShards(seed=...) and with_length(..., silent=...) (datamodules/shard_datamodule.py)"),
+    "webdataset": ("0.2.109", "tarfile_to_samples(handler=...), TarWriter and ShardWriter(maxcount, maxsize) (datamodules/eval_dataset.py, datamodules/shards.py)"),
     "jsonargparse": ("4.27.7", "Lightning's LightningCLI refuses older jsonargparse[signatures]"),
 }
 

@@ -44,6 +44,7 @@ def test_batch_t_is_a_pure_function_of_the_position(synthetic_shards):
         resumed_loader = resumed.train_dataloader()
         resumed_loader.resume_at(StreamPosition(epoch=0, batch=7))
         assert [_fingerprint(b) for b in resumed_loader] == epoch0[7:]
+        assert resumed.sample_counts("train")["used"] == 9  # the 7 batches before were neither read nor decoded
         assert [_fingerprint(b) for b in resumed_loader] == epoch1  # the next pass is the next epoch, from batch 0
     # one pass over the data per 24 samples: the first 24 samples of epoch 0 are 24 different samples
     assert len({k for b in epoch0[:8] for k in b[0]}) == 24
