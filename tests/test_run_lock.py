@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from main import cli_main
+from cli.run_lock import RunLockedError, acquire_run_lock
 from ops_runs import REPO, logged, main_env, read_metrics, run_main, tiny_fit_args
 
 pytestmark = pytest.mark.slow
@@ -53,14 +54,24 @@ def test_a_second_run_into_a_live_run_directory_is_refused_before_it_writes(synt
     assert len({tuple(r) for r in rows}) == 1 and [s for s, _ in logged(rows, "train/loss")] == list(range(len(logged(rows, "train/loss"))))
 
 
-def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(synthetic_shards, tmp_path):
-    run_dir = tmp_path / "lock" / "shared"
-    run_dir.mkdir(parents=True)
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (run_dir / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "command": "fit",
                                                   "started": "2026-01-01 00:00:00 UTC", "slurm_job": None}))
     with pytest.warns(UserWarning, match=rf"taking over the lock of PID {dead.pid} on .*: its process {dead.pid} is no longer running"):
-        cli_main(["fit", *_args(synthetic_shards, tmp_path, 1)])
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert not (run_dir / "run.lock").exists()  # released when the command ended
+        lock = acquire_run_lock(run_dir, "fit")
+    assert json.loads((run_dir / "run.lock").read_text())["pid"] == os.getpid()
+    # a live holder (this process) is not taken over: the message names it and what to do
+    with pytest.raises(RunLockedError, match=rf"in use by another run: PID {os.getpid()} on {socket.gethostname()} \(fit, started"):
+        acquire_run_lock(run_dir, "test")
+    lock.release()
+    assert not (run_dir / "run.lock").exists()
+    # an earlier attempt of the same SLURM job (on another host) is gone: SLURM never runs a job twice
+    (run_dir / "run.lock").write_text(json.dumps({"pid": 1, "host": "node-elsewhere", "command": "fit", "slurm_job": "77"}))
+    with pytest.raises(RunLockedError, match=r"PID 1 on node-elsewhere .*delete .*run.lock"):
+        acquire_run_lock(run_dir, "fit", slurm_job="78")
+    with pytest.warns(UserWarning, match=r"earlier attempt of this SLURM job 77"):
+        acquire_run_lock(run_dir, "fit", slurm_job="77").release()
