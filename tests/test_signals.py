@@ -74,3 +74,21 @@ def test_signal_saves_last_checkpoint_at_the_step_reached_and_exits_with_the_sig
     assert resumed.returncode == 0
     assert int(read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]) == step + 2
     assert [s for s, _ in logged(read_metrics(run_dir), "train/loss")] == [step, step + 1]
+
+
+def test_a_requeued_job_resumes_from_the_newer_of_last_and_hpc_checkpoints(tmp_path):
+    """SIGTERM writes last.ckpt, SIGUSR1 hpc_ckpt_<n>.ckpt: the requeued job takes the later global step."""
+    import torch
+
+    from cli.checkpoint_args import newest_training_state
+
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert newest_training_state(tmp_path) is None  # nothing to resume from
+    torch.save({"global_step": 10}, tmp_path / "hpc_ckpt_1.ckpt")
+    torch.save({"global_step": 10}, last)  # saved after the SIGUSR1 stop: Lightning's own hpc resume stays
+    assert newest_training_state(tmp_path) is None
+    torch.save({"global_step": 25}, last)  # a later SIGTERM stop
+    assert newest_training_state(tmp_path) == last
+    torch.save({"global_step": 30}, tmp_path / "hpc_ckpt_2.ckpt")
+    assert newest_training_state(tmp_path) is None
