@@ -133,8 +133,10 @@ def demo_section(data: dict[str, Any] | None) -> str:
                       "inpainter." if tr else ""))
     if "sampling" in data:
         chosen = data["sampling"]["chosen"]
+        how = ("by the selection rule above" if "rule" in data["sampling"] else
+               "by one sample's hole MAE (before the rule above; `python benchmarks/train_demo.py` now chooses by the rule)")
         out.append(f"\nSampler defaults stored in the file, chosen on the validation scenes (not the held-out ones) from "
-                   f"{len(data['sampling']['grid'])} settings: guidance gains {chosen['gains']}, DDIM steps "
+                   f"{len(data['sampling']['grid'])} settings {how}: guidance gains {chosen['gains']}, DDIM steps "
                    f"{chosen['steps']}.")
     out.append(f"\n![held-out scenes: masked input, fills, original]({_link(ev['grid'])})\n")
     out.append("Inpaint the bundled example scenes (or your own folder) with it: "
