@@ -63,6 +63,14 @@ def _offline(node) -> dict | None:
 
 def _required(config: str, tmp_path: Path) -> list[str]:
     """Values a config leaves to the command line (folders of the user's files)."""
+    if config == "configs/eval/score_folder.yaml":  # images, masks and another tool's outputs of the same name
+        from PIL import Image
+
+        for folder in ("images", "masks", "preds"):
+            (tmp_path / folder).mkdir()
+            Image.new("RGB", (32, 32)).save(tmp_path / folder / "a.png")
+        return [f"--data.init_args.{k}={tmp_path / f}" for k, f in
+                (("image_dir", "images"), ("mask_dir", "masks"), ("predictions_dir", "preds"))]
     if config != "configs/ripple/pairs.yaml":
         return []
     from PIL import Image

@@ -182,3 +182,21 @@ def test_score_folder_config_through_the_cli(tmp_path):
         hole = np.asarray(Image.open(masks / f"im{i}.png")) > 127
         maes.append(np.abs(original[hole] - (100 / 127.5 - 1)).mean())
     assert report["figures"]["mae_mean_k"] == pytest.approx(np.mean(maes), rel=1e-5)
+
+
+def test_shard_test_split_with_clean_plates_scores_object_removal(synthetic_shards, tmp_path):
+    """The shard data module's test split carries mask types and clean plates: a background fill (Telea asks for
+    nothing, so background) of an object hole is scored against the clean plate, other holes against the original."""
+    from datamodules.shard_datamodule import ShardDataModule
+    from inpainters.classical import TeleaInpainter
+
+    dm = ShardDataModule(test_shards=synthetic_shards.test, resolution=64, crop="center", batch_size=4, num_workers=0,
+                         mask_probabilities=(1.0, 0.0, 1.0, 0.0), seed=3)
+    results = trainer(tmp_path).test(evaluator(tmp_path, TeleaInpainter()), datamodule=dm)[0]
+    per_image = read_csv(tmp_path / "report" / "per_image.csv")
+    assert len(per_image) == synthetic_shards.counts["test"]
+    cases = {r["case"] for r in per_image}
+    assert cases <= {"fg object (removal)", "bg random"} and "fg object (removal)" in cases
+    for r in per_image:  # removal rows carry the removal measures, the others do not
+        assert (r["residue"] not in ("", "nan")) == (r["case"] == "fg object (removal)")
+    assert 0 <= results["test/residue"] <= 1
