@@ -5,6 +5,7 @@ Real processes and real signals: the run saves ``last.ckpt`` at the step it reac
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -48,12 +49,18 @@ def test_signal_saves_last_checkpoint_at_the_step_reached_and_exits_with_the_sig
 ):
     max_steps = 400
     run_dir = tmp_path / "sig" / "version_0"
-    proc = subprocess.Popen([sys.executable, "-m", "main", "fit", *_fit_args(synthetic_shards, tmp_path, max_steps)],
-                            cwd=REPO, env=main_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl+C reaches the whole foreground process group, DataLoader workers included: a session of its own, 2 workers
+    workers = ["--data.init_args.num_workers=2"] if signum == signal.SIGINT else []
+    proc = subprocess.Popen([sys.executable, "-m", "main", "fit", *_fit_args(synthetic_shards, tmp_path, max_steps), *workers],
+                            cwd=REPO, env=main_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         seen = _train_until(proc, run_dir, 3)
         assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # nothing saved it yet
-        proc.send_signal(signum)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)  # kill <pid>, a container stop: the main process only
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
