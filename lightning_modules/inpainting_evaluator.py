@@ -106,6 +106,10 @@ class InpaintingEvaluator(LightningModule):
             FID / LPIPS / SSIM / SWD use the first sample.
         swd_patches: 7x7 patches per image and pyramid level for the SWD (Karras: 128); 0 = no SWD.
         swd_region: SWD patch centres ``hole`` (inside the holes) or ``image`` (anywhere).
+        swd_max_images: bound on the images whose patches are kept for the SWD (memory: ~75 KB per image and
+            pyramid level): with a larger set (the data module's ``items()``), each image is kept when its key's
+            hash falls below ``swd_max_images / N`` -- the same subset on any number of ranks; the other metrics
+            use every image.
         bin_fid_min_images: fewest images of a hole-area bin / mask type for which the table gives a FID
             (below it, FID's small-sample bias dominates; the cell stays empty).
         object_dilation: object holes (mask type 0) grow by this fraction of the image side (>= 1 px) before
@@ -133,6 +137,7 @@ class InpaintingEvaluator(LightningModule):
         num_samples: int = 1,
         swd_patches: int = 128,
         swd_region: str = "hole",
+        swd_max_images: int = 4096,
         bin_fid_min_images: int = FID_MIN_IMAGES,
         object_dilation: float = OBJECT_DILATION,
     ) -> None:
@@ -166,10 +171,13 @@ class InpaintingEvaluator(LightningModule):
             "num_samples": num_samples,
             "swd_patches": swd_patches,
             "swd_region": swd_region,
+            "swd_max_images": swd_max_images,
             "bin_fid_min_images": bin_fid_min_images,
             "object_dilation": object_dilation,
         }
         self.num_samples, self.swd_patches, self.swd_region = num_samples, swd_patches, swd_region
+        self.swd_max_images = swd_max_images
+        self._swd_fraction = 1.0
         self.bin_fid_min_images, self.object_dilation = bin_fid_min_images, object_dilation
         self.checkpoint_prefix = checkpoint_prefix
         self.num_grid_images = num_grid_images
@@ -227,9 +235,20 @@ class InpaintingEvaluator(LightningModule):
     def on_test_epoch_start(self) -> None:
         self.metrics.reset()
         self._rows, self._sets, self._grid_images = [], [], []
+        self._swd_fraction = self._swd_keep_fraction()
         if self._scores_predictions():
             return
         self._require_inpainter().eval()
+
+    def _swd_keep_fraction(self) -> float:
+        """Share of images whose SWD patches are kept: ``swd_max_images / N`` for a data module of known size."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        items = getattr(dm, "items", None)
+        total = len(items()) if callable(items) else 0
+        return 1.0 if total <= self.swd_max_images else self.swd_max_images / total
+
+    def _keeps_swd_patches(self, key: str) -> bool:
+        return self._swd_fraction >= 1.0 or key_seed(key, self.seed + 1) / 2**63 < self._swd_fraction
 
     def _scores_predictions(self) -> bool:
         """True when the data module reads another tool's outputs (``predictions_dir``): nothing is inpainted."""
@@ -288,12 +307,13 @@ class InpaintingEvaluator(LightningModule):
                                         self.swd_region, self.seed)
         extractor = self.metrics.fid.inception
         with torch.autocast(device_type=image.device.type, enabled=False):
-            real_feat = extractor(to_uint8(image)).double().cpu()
-            fake_feat = extractor(to_uint8(out)).double().cpu()
+            real_feat = extractor(to_uint8(image)).float().cpu()  # per-image features for the per-group FID
+            fake_feat = extractor(to_uint8(out)).float().cpu()
         for i, (key, row) in enumerate(zip(keys, rows)):
             row.update({name: float(values[i]) for name, values in per_image.items()})
             self._rows.append(row)
-            self._sets.append({"key": key, "desc": descriptors.get(key), "feat": (real_feat[i], fake_feat[i])})
+            desc = descriptors.get(key) if self._keeps_swd_patches(key) else None
+            self._sets.append({"key": key, "desc": desc, "feat": (real_feat[i], fake_feat[i])})
         if self.global_rank == 0 and len(self._grid_images) < self.num_grid_images:
             take = min(self.num_grid_images - len(self._grid_images), image.shape[0])
             for i in range(take):

@@ -193,3 +193,14 @@ def test_shard_test_split_with_clean_plates_scores_object_removal(synthetic_shar
     for r in per_image:  # removal rows carry the removal measures, the others do not
         assert (r["residue"] not in ("", "nan")) == (r["case"] == "fg object (removal)")
     assert 0 <= results["test/residue"] <= 1
+
+
+def test_swd_patches_of_a_large_set_come_from_a_key_hashed_subset(tmp_path):
+    model = evaluator(tmp_path, MeanFillInpainter(), swd_max_images=100)
+    model._swd_fraction = 0.25  # what a set of 400 images gives
+    keys = [f"img_{i:05d}" for i in range(4000)]
+    kept = [k for k in keys if model._keeps_swd_patches(k)]
+    assert 0.22 < len(kept) / len(keys) < 0.28
+    assert kept == [k for k in keys if model._keeps_swd_patches(k)]  # a pure function of the key
+    model._swd_fraction = 1.0
+    assert all(model._keeps_swd_patches(k) for k in keys[:50])
