@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -40,7 +41,7 @@ class StopOnSignal(Callback):
         self.received: int | None = None  # the first signal since training started (this rank)
         self.stopped_by: int | None = None  # the signal that stopped the run (all ranks agree)
         self.saved_step: int | None = None
-        self.saved_path = None  # the last.ckpt written on the signal
+        self.saved_path: Path | None = None  # the last.ckpt written on the signal
         self._previous: dict[int, object] = {}
 
     def _on_signal(self, signum, frame) -> None:
