@@ -54,7 +54,7 @@ from evaluation.inpainter_checkpoint import inpainter_state_from_checkpoint
 from evaluation.log_media import log_table, save_grid
 from evaluation.metrics import InpaintingMetrics, to_uint8
 from evaluation.report import PAPER_BENCHMARKS, PER_IMAGE_COLUMNS, write_report
-from evaluation.rows import check_unique, gather_rows
+from evaluation.rows import check_unique, gather_rows, markdown_table
 from evaluation.targets import OBJECT_DILATION, evaluation_targets
 from evaluation.weights import build_lpips
 from inpainters.base import Inpainter, composite_known
@@ -369,6 +369,9 @@ class InpaintingEvaluator(LightningModule):
         )
         log_table(self.loggers, "test/per_image", PER_IMAGE_COLUMNS, per_image, step=self.global_step)
         log_table(self.loggers, "test/bins", TABLE_COLUMNS, table, step=self.global_step)
+        shown = ("group", "value", "count", "fid", "lpips", "ssim", "swd", "mae_mean_k", "mae_sample", "residue")
+        print(f"\n{self.name}: per-group table ({out_dir / 'bins.csv'} has every column)\n"
+              + markdown_table(table, [c for c in shown if any(r.get(c) is not None for r in table)]), flush=True)
         self._write_grids(out_dir)
 
     # ----------------------------------------------------------------- helpers

@@ -144,7 +144,7 @@ def test_bad_predictions_folder_gives_one_error_listing_everything(tmp_path):
     assert str(preds) in text
 
 
-def test_score_folder_config_through_the_cli(tmp_path):
+def test_score_folder_config_through_the_cli(tmp_path, capsys):
     from main import cli_main
 
     write_set(tmp_path, count=3)
@@ -164,6 +164,8 @@ def test_score_folder_config_through_the_cli(tmp_path):
               "--model.init_args.fid_features.num_features", "8", "--model.init_args.fid_features.input_size", "32",
               "--model.init_args.lpips_pretrained_backbone", "false",
               "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+    printed = capsys.readouterr().out
+    assert "grey tool: per-group table" in printed and "| all | all | 3 |" in printed
     report = read_report(tmp_path / "report" / "report.json")
     assert report["name"] == "grey tool" and report["num_images"] == 3
     table = read_csv(tmp_path / "report" / "bins.csv")
