@@ -61,7 +61,7 @@ from cli.checkpoint_args import (
     apply_checkpoint_hparams, explicit_model_keys, newest_training_state, resolve_ckpt_path, run_dir_from_config,
 )
 from cli.config_files import ConfigFileError, check_config_files
-from cli.run_lock import RunLockedError, acquire_run_lock, release_run_locks
+from cli.run_lock import RunLockedError, acquire_run_lock, held_run_locks, release_run_locks
 from datamodules.class_list import ClassListError
 from datamodules.image_decoding import ImageDecodeError
 from datamodules.image_files import PredictInputError
@@ -314,9 +314,10 @@ class RestoreLabCLI(LightningCLI):
     def _lock_run_directory(self, cfg: Namespace, run_dir: Path, job_tag: str | None) -> Path:
         """Take the run directory's lock (``cli.run_lock``) before anything is written there.
 
-        A CSV / TensorBoard logger without a version gets the ``version_<n>`` that was locked (Lightning
-        would pick the next free one, i.e. another folder); a new run that meets a live lock there takes
-        the next number instead of failing.
+        A CSV / TensorBoard logger without a version writes to the ``version_<n>`` that was locked
+        (:meth:`instantiate_trainer` sets it on the logger; Lightning would pick the next free number,
+        i.e. another folder, and the config snapshot keeps ``version: null`` so that a rerun from it
+        starts a new run); a new run that meets a live lock there takes the next number instead of failing.
         """
         logger = cfg.trainer.get("logger") if cfg.get("trainer") else None
         entry = (logger[0] if logger else None) if isinstance(logger, list) else logger
@@ -332,7 +333,7 @@ class RestoreLabCLI(LightningCLI):
                 run_dir = run_dir.with_name(f"version_{int(run_dir.name.split('_', 1)[1]) + 1}")
                 continue
             if numbered:
-                args.version = int(run_dir.name.split("_", 1)[1])
+                self._locked_version = int(run_dir.name.split("_", 1)[1])
             return run_dir
 
     def _resume_after_node_failure(self, cfg: Namespace, run_dir: Path | None) -> None:
@@ -388,7 +389,11 @@ class RestoreLabCLI(LightningCLI):
             # not by Lightning inside the signal handler (which can deadlock DDP ranks).
             plugins.append(SLURMEnvironment(auto_requeue=False))
         kwargs["plugins"] = plugins
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        version = getattr(self, "_locked_version", None)
+        if version is not None and trainer.loggers and getattr(trainer.loggers[0], "_version", 0) is None:
+            trainer.loggers[0]._version = version  # the locked version_<n> folder (see _lock_run_directory)
+        return trainer
 
     def _signal_exit_code(self) -> int | None:
         stops = [c for c in getattr(getattr(self, "trainer", None), "callbacks", []) if isinstance(c, StopOnSignal)]
@@ -492,6 +497,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
         input that the message explains.
     """
     silence_third_party_notices()
+    held_before = held_run_locks()
     try:
         return RestoreLabCLI(**_cli_kwargs(args, run))
     except ValueError as err:
@@ -500,7 +506,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RestoreLabCLI:
             raise
         raise inner from None
     finally:
-        release_run_locks()  # the run directory is free again, also after an error or a signal
+        release_run_locks(keep=held_before)  # the run directory is free again, also after an error or a signal
 
 
 class _Parsed(Exception):

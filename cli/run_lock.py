@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "acquire_run_lock", "release_run_locks"]
+__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "acquire_run_lock", "held_run_locks", "release_run_locks"]
 
 LOCK_NAME = "run.lock"
 #: an unreadable lock younger than this is being written by a process starting right now
@@ -50,7 +50,7 @@ def _running(pid: int, start: str | None) -> bool:
     return start is None or now is None or now == start
 
 
-@dataclass
+@dataclass(eq=False)  # a lock equals only itself
 class RunLock:
     """A held lock (see the module docstring).
 
@@ -163,10 +163,17 @@ def acquire_run_lock(run_dir: Path, command: str, slurm_job: str | None = None) 
     raise RunLockedError(f"{path}: could not take the run lock (other runs keep taking it); start this run again")
 
 
-def release_run_locks() -> None:
-    """Release every run lock this process holds (``main.cli_main`` calls it when a command ends)."""
+def held_run_locks() -> list[RunLock]:
+    """The run locks this process holds now."""
+    return list(_HELD)
+
+
+def release_run_locks(keep: list[RunLock] | tuple[RunLock, ...] = ()) -> None:
+    """Release the run locks this process holds, except those in ``keep`` (``main.cli_main`` keeps the
+    ones held before its command started)."""
     for lock in list(_HELD):
-        lock.release()
+        if lock not in keep:
+            lock.release()
 
 
 atexit.register(release_run_locks)

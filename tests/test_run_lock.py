@@ -75,3 +75,25 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
         acquire_run_lock(run_dir, "fit", slurm_job="78")
     with pytest.warns(UserWarning, match=r"earlier attempt of this SLURM job 77"):
         acquire_run_lock(run_dir, "fit", slurm_job="77").release()
+
+
+def test_a_new_run_without_a_version_takes_the_next_free_folder(synthetic_shards, tmp_path):
+    """version_0 is held by a live run (this test process): a new numbered run writes version_1, all of it."""
+    import yaml
+
+    from main import cli_main
+
+    held = acquire_run_lock(tmp_path / "lock" / "version_0", "fit")
+    try:
+        args = [a for a in _args(synthetic_shards, tmp_path, 1) if not a.startswith("--trainer.logger.init_args.version")]
+        cli_main(["fit", *args])
+        assert sorted(p.name for p in (tmp_path / "lock").iterdir()) == ["version_0", "version_1"]
+        assert [p.name for p in (tmp_path / "lock" / "version_0").iterdir()] == ["run.lock"]  # nothing written there
+    finally:
+        held.release()
+    assert not (tmp_path / "lock" / "version_0").exists()  # the lock's own empty folder goes with it
+    run_dir = tmp_path / "lock" / "version_1"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "metrics.csv").is_file()
+    assert not (run_dir / "run.lock").exists()
+    # the snapshot keeps version: null, so a rerun from it starts a new run instead of overwriting this one
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["logger"]["init_args"]["version"] is None
