@@ -7,6 +7,7 @@ Scripts (each prints a table and saves ``benchmarks/results/<name>.json``):
 | attention | ``benchmarks/attention.py`` | linear vs softmax self-attention over token counts |
 | c2f_sampling | ``benchmarks/c2f_sampling.py`` | three-stage C2F sampling latency per image, batched CFG vs two forwards; the demo model's gain-1 fast path |
 | predict_speed | ``benchmarks/predict_speed.py`` | ``python -m main predict`` seconds per image with the demo model, before / after the fast path and batching |
+| fill_options | ``benchmarks/fill_options.py`` | PixelHacker's inference options (dilation, feather, colour) on object removal with the demo model, against clean plates |
 | large_photo | ``benchmarks/large_photo.py`` | a 3000 x 2000 photo: seconds and peak memory per strategy (full / resize / crop), demo C2F model and Telea |
 | stylegan2 | ``benchmarks/stylegan2.py`` | StyleGAN2 / HFGI forward time |
 | shard_loading | ``benchmarks/shard_loading.py`` | WebDataset shard loading vs raw image decoding |
@@ -45,6 +46,7 @@ SCRIPTS = {
     "c2f_sampling": "benchmarks/c2f_sampling.py",
     "predict_speed": "benchmarks/predict_speed.py",
     "large_photo": "benchmarks/large_photo.py",
+    "fill_options": "benchmarks/fill_options.py",
     "stylegan2": "benchmarks/stylegan2.py",
     "shard_loading": "benchmarks/shard_loading.py",
     "train_throughput": "benchmarks/train_throughput.py",
@@ -55,6 +57,7 @@ DESCRIPTIONS = {
     "attention": "Self-attention layer: linear vs softmax over token counts",
     "c2f_sampling": "Three-stage C2F sampling latency per image (batched CFG vs two forwards; gain-1 fast path on the demo model)",
     "predict_speed": "Predict seconds per image with the demo model, before / after the gain-1 fast path and equal-size batching",
+    "fill_options": "PixelHacker's inference options on object removal (demo C2F model, held-out synthetic scenes, clean plates)",
     "large_photo": "A 3000 x 2000 photo: seconds and peak memory per strategy (full / resize / crop), demo C2F model and Telea, CPU",
     "stylegan2": "StyleGAN2 / HFGI forward time",
     "shard_loading": "Shard loading throughput vs raw decode",
