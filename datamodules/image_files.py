@@ -156,10 +156,14 @@ warnings.filterwarnings("ignore", message=r"You are using a custom batch sampler
 
 
 class SizeBatchSampler(Sampler[list[int]]):
-    """The fixed batches of :func:`size_batches` as a batch sampler (one pass, always the same order)."""
+    """The fixed batches of :func:`size_batches` as a batch sampler (one pass, always the same order).
 
-    def __init__(self, sizes: list[tuple[int, int]], batch_size: int) -> None:
-        self.batches = size_batches(sizes, batch_size)
+    Under DDP each of ``world_size`` processes takes every ``world_size``-th batch from ``rank`` on
+    (Lightning does not shard a custom batch sampler), so every image is predicted exactly once.
+    """
+
+    def __init__(self, sizes: list[tuple[int, int]], batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.batches = size_batches(sizes, batch_size)[rank::world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter([list(b) for b in self.batches])
@@ -293,10 +297,15 @@ class ImageFilesDataModule(LightningDataModule):
         self.setup()
         return [self.dataset.pairs[i][0].stem for batch in size_batches(self.sizes, self.batch_size) for i in batch]
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (int(trainer.global_rank), int(trainer.world_size)) if trainer is not None else (0, 1)
+
     def predict_dataloader(self) -> DataLoader:
         """Batches of up to ``batch_size`` images of one size (:func:`size_batches`), in a fixed order."""
         self.setup()
         return DataLoader(
-            self.dataset, batch_sampler=SizeBatchSampler(self.sizes, self.batch_size), num_workers=self.num_workers,
+            self.dataset, batch_sampler=SizeBatchSampler(self.sizes, self.batch_size, *self._rank_and_world()),
+            num_workers=self.num_workers,
             collate_fn=collate_same_size,
         )

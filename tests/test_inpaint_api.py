@@ -11,7 +11,7 @@ from lightning.pytorch import Trainer
 from PIL import Image
 
 from callbacks.prediction_writer import InpaintingPredictionWriter
-from datamodules.image_files import ImageFilesDataModule, size_batches
+from datamodules.image_files import ImageFilesDataModule, SizeBatchSampler, size_batches
 from diffusion.c2f import C2FModel
 from inpainters.api import inpaint, load_inpainter
 from inpainters.c2f import C2FInpainter
@@ -92,6 +92,8 @@ def test_predict_batches_equal_sizes_and_writes_what_the_api_returns(tmp_path):
         m[5:15, 4:12] = 255
         Image.fromarray(m).save(masks / f"{name}.png")
     assert size_batches([sizes[k] for k in "abcd"], 2) == [[0, 2], [3], [1]]
+    shards = [list(SizeBatchSampler([sizes[k] for k in "abcd"], 2, rank, 2)) for rank in (0, 1)]
+    assert shards == [[[0, 2], [1]], [[3]]]  # DDP: each rank its share of the batches, every image once
     dm = ImageFilesDataModule(str(images), str(masks), batch_size=2)
     seen = []
     predictor = InpaintingPredictor(TeleaInpainter())
