@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"exported {ASSET.relative_to(ROOT)} ({ASSET.stat().st_size / 2**20:.1f} MB)")
     if args.only in (None, "tune"):
         result["sampling"] = tune_sampling(ASSET)
+    if args.only in (None, "train", "tune"):  # the same model as .safetensors (Python API; tests/test_safetensors.py)
+        print(f"exported {C2FModel.from_checkpoint(ASSET).save(ASSET.with_suffix('.safetensors')).relative_to(ROOT)}")
     if args.only in (None, "examples"):
         result["examples"] = write_examples()
     if args.only in (None, "eval"):
