@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
             seconds = train_module(module, train_glob, val_glob, SIZE, steps, args.batch_size, seed,
                                    callbacks=[*loss_callbacks(variant), EMA(decay=0.995, warmup=True)])
             module.eval()
-            gains = tune_gains(module, val, single, args.gain_grid) if variant.get("lcg", True) else [1.0] * module.num_stages
+            gains = (tune_gains(module, val, single, args.gain_grid, k=min(2, args.k)) if variant.get("lcg", True)
+                     else [1.0] * module.num_stages)
             figures, table, filled = evaluate(sampler(module, gains, 100 + seed), data, args.k)
             per_seed.setdefault(name, []).append({**figures, "train_seconds": seconds, "steps": steps})
             notes.setdefault("gains", {}).setdefault(name, []).append(gains)

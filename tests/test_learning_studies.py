@@ -23,7 +23,7 @@ def test_convergence_quality_and_report_run_end_to_end(tmp_path):
     assert 0 < conv["mean_fill_hole_mae"] < 2 and (results / "convergence.png").is_file()
 
     qual = quality.main(["--steps", "2", "--seeds", "1", "--batch-size", "2", "--train-images", "8", "--held-out", "2",
-                         "--val-images", "2", "--k", "2", "--sampling-steps", "2", "2", "--gain-grid", "1", "2", "--only", "full",
+                         "--val-images", "2", "--k", "1", "--sampling-steps", "2", "2", "--gain-grid", "1", "2", "--only", "full",
                          "no LCG", "--data-dir", data,
                          "--out", str(results / "quality.json")])
     # the trained variants asked for, the gain-1 resampling of the full model, and the weight-free baselines
