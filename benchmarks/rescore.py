@@ -48,21 +48,23 @@ BASELINES = {"mean fill": MeanFillInpainter, "harmonic": HarmonicInpainter, "Tel
 PREVIEW = 6  # cases of the first chunk kept for the grid
 
 
-def model_samples(model: C2FModel, cases, k: int, steps: list[int] | None) -> torch.Tensor:
+def model_samples(model: C2FModel, cases, k: int, steps: list[int] | None, color_match: bool = False) -> torch.Tensor:
     """``(k, N, 3, H, W)`` samples of the demo model, each case asking for its own category; seeds from the keys."""
     outs = []
     for j in range(k):
         gen = torch.Generator().manual_seed(key_seed("|".join(cases.keys), j))
         with torch.inference_mode():
-            out, _ = sample_c2f(model, cases.image, cases.mask, cases.category, steps, generator=gen)
+            out, _ = sample_c2f(model, cases.image, cases.mask, cases.category, steps, generator=gen,
+                                color_match=color_match)
         outs.append(out.float())
     return torch.stack(outs)
 
 
-def run_chunk(model: C2FModel, cases, k: int, steps: list[int] | None, swd_patches: int) -> dict[str, Any]:
+def run_chunk(model: C2FModel, cases, k: int, steps: list[int] | None, swd_patches: int,
+              color_match: bool = False) -> dict[str, Any]:
     """Rows and SWD patches of every inpainter on one chunk of cases (plus preview fills)."""
     start = time.perf_counter()
-    fills = {MODEL_NAME: model_samples(model, cases, k, steps)}
+    fills = {MODEL_NAME: model_samples(model, cases, k, steps, color_match)}
     model_seconds = time.perf_counter() - start
     with torch.inference_mode():
         for name, cls in BASELINES.items():
@@ -80,6 +82,7 @@ def run_chunk(model: C2FModel, cases, k: int, steps: list[int] | None, swd_patch
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"scenes": args.scenes, "k": args.k, "chunk": args.chunk, "steps": args.steps, "swd_patches": args.swd_patches,
+            "color_match": args.color_match,
             "size": SIZE, "held_out_seed": HELD_OUT_SEED, "model": str(Path(args.model).resolve())}
 
 
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, nargs="+", default=None,
                         help="DDIM steps per stage of the demo model (default: the steps stored in the model)")
     parser.add_argument("--swd-patches", type=int, default=128, help="7x7 patches per image and pyramid level for SWD")
+    parser.add_argument("--color-match", action="store_true",
+                        help="shift the model's fills to the known pixels' mean colour (configs/c2f/demo.yaml does)")
     parser.add_argument("--model", default=str(MODEL), help="C2F model file (weights-only checkpoint)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.add_argument("--work-dir", default=None, help="where finished chunks are kept (default: beside --out)")
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         t0 = time.perf_counter()
         cases = held_out_cases(count, SIZE, HELD_OUT_SEED, "test", start=first)
-        result = run_chunk(model, cases, args.k, args.steps, args.swd_patches)
+        result = run_chunk(model, cases, args.k, args.steps, args.swd_patches, args.color_match)
         tmp = path.with_suffix(".tmp")
         torch.save({**result, "first": first, "count": count}, tmp)
         os.replace(tmp, path)  # a chunk file exists only when complete

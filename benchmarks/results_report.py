@@ -251,7 +251,7 @@ def rescore_section(data: dict[str, Any] | None) -> str:
         f"training), one case each: {cases}. Object holes dilated by 2 % of the side; removal cases (an object hole "
         f"filled with the background category) scored against the clean plate, all others against the original "
         f"(`evaluation/targets.py`). The demo model (`{s['model']}`, DDIM steps {s['steps_used']}, gains "
-        f"{s['gains_used']}) drew K = {s['k']} samples per case; the weight-free fills are deterministic (K = 1). SWD: "
+        f"{s['gains_used']}{', colour compensation on' if s.get('color_match') else ''}) drew K = {s['k']} samples per case; the weight-free fills are deterministic (K = 1). SWD: "
         f"7x7 patches centred in the holes over a Laplacian pyramid to 16 px, x 1e3 (`evaluation/swd.py`); residue: "
         f"fraction of hole pixels whose blurred fill is far from the blurred clean plate (removal cases); texture ratio: "
         f"high-frequency energy of the fills over the targets' (< 1 blur, > 1 noise). Definitions: docs/evaluation.md. "
