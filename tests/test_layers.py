@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE_PACKAGES = ("networks", "diffusion", "masks", "inpainters", "evaluation", "ripple", "optim")
+PURE_PACKAGES = ("networks", "diffusion", "masks", "inpainters", "evaluation", "ripple", "optim", "safe_io")
 
 _SCRIPT = r"""
 import importlib, pkgutil, sys, tempfile
