@@ -9,6 +9,8 @@ ten hole-area bins, cases): those means plus the SWD of the group's fills (``eva
 
 Resumable: each chunk of ``--chunk`` scenes is written to ``<work-dir>/chunk_NNNN.pt`` when done, and a restart
 with the same settings skips the chunks already there (different settings in the same work dir are refused).
+Parallel: a second process with ``--last-first`` on the same work dir computes the chunks from the end; each
+process skips a chunk the other has finished (at worst the two compute the same chunk once).
 
     python benchmarks/rescore.py --scenes 256 --k 8            # the full re-score (hours on one CPU core)
     python benchmarks/rescore.py --scenes 8 --k 2 --chunk 4 --steps 10 6 4 --out /tmp/rescore.json   # a smoke test
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="shift the model's fills to the known pixels' mean colour (configs/c2f/demo.yaml does)")
     parser.add_argument("--model", default=str(MODEL), help="C2F model file (weights-only checkpoint)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument("--last-first", action="store_true",
+                        help="compute the chunks last to first: a second process on the same work dir shares the work")
     parser.add_argument("--work-dir", default=None, help="where finished chunks are kept (default: beside --out)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON result file (the grid goes beside it unless default)")
     args = parser.parse_args(argv)
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
         model.check_sampling(args.steps, model.sampling.gains, "rescore --steps")
     start_all = time.perf_counter()
     chunks = range(0, args.scenes, args.chunk)
-    for index, first in enumerate(chunks):
+    order = list(enumerate(chunks))
+    for index, first in (reversed(order) if args.last_first else order):
         path = work / f"chunk_{index:04d}.pt"
         count = min(args.chunk, args.scenes - first)
         if path.is_file():
