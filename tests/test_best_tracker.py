@@ -47,16 +47,16 @@ def test_resume_keeps_one_best_file_with_the_best_score(tmp_path, synthetic_shar
 
 def test_ckpt_path_best_picks_the_best_score_not_the_newest_file(tmp_path, synthetic_shards):
     run_dir = tmp_path / "best" / "version_0"
-    cli_main(["fit", *_args(tmp_path, synthetic_shards, 6, "--checkpoint.save_top_k=3")])
+    cli_main(["fit", *_args(tmp_path, synthetic_shards, 4, "--checkpoint.save_top_k=2")])
     files = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    assert len(files) == 3
+    assert len(files) == 2
     scores = {p: _tracker(read_checkpoint(p))["best_k_models"][str(p)] for p in files}
     best, worst = min(files, key=scores.get), max(files, key=scores.get)
     assert scores[best] < scores[worst]
     newest = max(p.stat().st_mtime for p in files)
     os.utime(worst, (newest + 60, newest + 60))  # the worst file is now the newest on disk
     # what `python -m main validate ... --ckpt_path best` resolves to (the CLI calls resolve_ckpt_path before it builds anything)
-    cfg = parse_config(["validate", *_args(tmp_path, synthetic_shards, 6), "--ckpt_path=best"]).validate
+    cfg = parse_config(["validate", *_args(tmp_path, synthetic_shards, 4), "--ckpt_path=best"]).validate
     assert Path(resolve_ckpt_path("best", cfg)) == best
-    cfg = parse_config(["validate", *_args(tmp_path, synthetic_shards, 6, "--checkpoint.mode=max"), "--ckpt_path=best"]).validate
+    cfg = parse_config(["validate", *_args(tmp_path, synthetic_shards, 4, "--checkpoint.mode=max"), "--ckpt_path=best"]).validate
     assert Path(resolve_ckpt_path("best", cfg)) == worst  # checkpoint.mode: max picks the other end
