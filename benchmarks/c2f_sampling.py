@@ -48,6 +48,7 @@ import yaml  # noqa: E402
 from diffusion.c2f import C2FModel  # noqa: E402
 from diffusion.c2f_sampling import sample_c2f  # noqa: E402
 from lightning_modules.c2f_diffusion import C2FDiffusionModule  # noqa: E402
+from evaluation.rows import write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "c2f_sampling.json"
 STEPS = [60, 40, 30]
@@ -162,10 +163,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(RESULTS)
+    write_json(RESULTS, info)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 

@@ -20,7 +20,6 @@ Prints a table and writes ``benchmarks/results/fill_options.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -38,6 +37,7 @@ from diffusion.fill_options import dilate_hole  # noqa: E402
 from evaluation.hole_metrics import hole_mae, seam_error  # noqa: E402
 from evaluation.removal_metrics import residue_fraction  # noqa: E402
 from inpainters.api import load_inpainter  # noqa: E402
+from evaluation.rows import write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "fill_options.json"
 #: (name, C2FInpainter options); "telea" is the weight-free reference
@@ -100,10 +100,7 @@ def main() -> None:
         "torch": torch.__version__, "cpu_threads": args.threads, "machine": platform.platform(),
         "load_average_1m": round(os.getloadavg()[0], 2), "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(RESULTS)
+    write_json(RESULTS, info)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 

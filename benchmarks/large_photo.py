@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from evaluation.rows import write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "large_photo.json"
 WIDTH, HEIGHT = 3000, 2000
@@ -156,10 +157,7 @@ def main() -> None:
         "torch": torch.__version__, "cpu_threads": args.threads, "machine": platform.platform(),
         "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(RESULTS)
+    write_json(RESULTS, info)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from evaluation.rows import write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "predict_speed.json"
 EXAMPLES = ROOT / "assets" / "examples"
@@ -96,10 +97,7 @@ def main() -> None:
         "machine": platform.platform(), "load_average_1m": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(RESULTS)
+    write_json(RESULTS, info)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 

@@ -95,10 +95,13 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``json_safe(obj)`` (indented; unknown types as ``str``); parents created."""
+    """Write ``json_safe(obj)`` (indented; unknown types as ``str``) atomically (a temporary file, then a rename);
+    parents created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(obj), indent=2, default=str) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, default=str) + "\n")
+    tmp.replace(path)
     return path
 
 
