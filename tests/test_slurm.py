@@ -218,3 +218,46 @@ def test_sigusr1_requeues_and_resumes_from_the_hpc_checkpoint(slurm_cluster, syn
     run_ids = {p.name.split("-", 3)[-1] for p in attempts}
     assert len(attempts) == 2 and len(run_ids) == 1, attempts
     assert run_ids.pop().endswith(f"-{job}") and run_ids == set()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sigterm_saves_last_and_requeues_like_sigusr1(slurm_cluster, synthetic_shards, tmp_path):
+    """Preemption / time limit: SLURM sends SIGTERM to the tasks. The run saves last.ckpt at the end of the batch,
+    requeues itself (the job is requeueable), and the second attempt resumes at the saved step, not at 0."""
+    max_steps = 24
+    (tmp_path / "loggers.yaml").write_text(AUDIT_ONLY)
+    job = _submit(tmp_path, [*tiny_fit_args(synthetic_shards, max_steps=max_steps, val_every=8),
+                             "--config", str(tmp_path / "loggers.yaml")])
+    run_dir = tmp_path / "runs" / "lcg_tiny" / f"slurm_{job}"
+
+    def trained_a_few_steps() -> bool:
+        try:
+            return any(step >= 3 for step, _ in logged(read_metrics(run_dir), "train/loss"))
+        except (FileNotFoundError, KeyError, ValueError):
+            return False
+
+    _wait(job, tmp_path, trained_a_few_steps, 180, "3 training steps")
+    subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=30)
+    saved = re.compile(r"SIGTERM: saved \S+last\.ckpt at step (\d+); stopping")
+    _wait(job, tmp_path, lambda: saved.search(_log(tmp_path, job, tail=None)) is not None, 60, "the SIGTERM save")
+    _wait(job, tmp_path, lambda: _job_info(job).get("Restarts", "0") != "0", 60, "the requeue")
+
+    def released() -> bool:
+        if _state(job) != "PENDING":
+            return _state(job) != "COMPLETING"
+        update = ["scontrol", "update", f"JobId={job}", "StartTime=now"]
+        return subprocess.run(update, capture_output=True, timeout=30).returncode == 0
+    _wait(job, tmp_path, released, 60, "the release of the requeued job")
+    info = _wait_done(job, tmp_path, timeout=240)
+    assert info.get("Restarts") == "1"
+    log = _log(tmp_path, job, tail=None)
+    saved_step = int(saved.search(log).group(1))
+    assert 3 <= saved_step < max_steps, saved_step
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # SIGTERM saved last.ckpt, not an hpc checkpoint
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == max_steps
+    first = [s for s, _ in logged(read_metrics(run_dir, "metrics.attempt-0.csv"), "train/loss")]
+    assert first[0] == 0 and first[-1] >= saved_step - 1, (first, saved_step)
+    second = [s for s, _ in logged(read_metrics(run_dir), "train/loss")]
+    assert second == list(range(saved_step, max_steps)), (saved_step, second)
