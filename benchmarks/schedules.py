@@ -15,7 +15,7 @@ rewards blur less than it rewards luck), with the paired per-scene difference to
 of the same target (mean and its standard error over the scenes). Every run is resumable: each
 size writes its own file under ``--work`` after every row and ``--resume`` keeps finished rows.
 
-    nice -n 10 python benchmarks/schedules.py                 # about 30 CPU-minutes
+    nice -n 10 python benchmarks/schedules.py                 # about 25 CPU-minutes on a loaded 2-core machine
     nice -n 10 python benchmarks/schedules.py --scale 0.1     # a quick look (a tenth of the steps)
     python benchmarks/schedules.py --report-only              # merge the finished runs, redraw the figure
 
@@ -41,16 +41,27 @@ FIGURE = ROOT / "docs" / "figures" / "schedules.png"
 
 #: (name, size, steps, probes, batch, held-out scenes, samples per scene, schedules, targets, seed)
 RUNS = [
-    ("32px", 32, 200, [100, 200], 16, 24, 4, ["scaled_linear", "zero_terminal_snr", "shifted"], ["v+minsnr5", "epsilon"], 0),
-    ("32px_seed1", 32, 200, [100, 200], 16, 24, 4, ["scaled_linear"], ["v+minsnr5"], 1),
-    ("64px", 64, 120, [60, 120], 16, 16, 3, ["scaled_linear", "zero_terminal_snr", "shifted"], ["v+minsnr5", "epsilon"], 0),
-    ("128px", 128, 50, [50], 8, 8, 2, ["scaled_linear", "shifted"], ["v+minsnr5"], 0),
+    ("32px", 32, 120, [60, 120], 16, 24, 4, ["scaled_linear", "zero_terminal_snr", "shifted"], ["v+minsnr5"], 0),
+    ("32px_seed1", 32, 120, [60, 120], 16, 24, 4, ["scaled_linear"], ["v+minsnr5"], 1),
+    ("32px_eps", 32, 120, [60, 120], 16, 24, 4, ["scaled_linear", "zero_terminal_snr", "shifted"], ["epsilon"], 0),
+    ("64px", 64, 60, [30, 60], 16, 16, 2, ["scaled_linear", "zero_terminal_snr", "shifted"], ["v+minsnr5"], 0),
+    ("64px_eps", 64, 60, [30, 60], 16, 16, 2, ["scaled_linear", "zero_terminal_snr", "shifted"], ["epsilon"], 0),
+    ("128px", 128, 20, [20], 8, 8, 2, ["scaled_linear", "shifted"], ["v+minsnr5"], 0),
 ]
 
 
-def run_args(run: tuple, scale: float, work: Path, data_dir: str, ddim_steps: int, threads: int) -> list[str]:
-    """The :func:`benchmarks.convergence.main` arguments of one entry of :data:`RUNS`."""
+def run_args(run: tuple, scale: float, work: Path, data_dir: str, ddim_steps: int, threads: int,
+             only_schedules: list[str] | None = None) -> list[str]:
+    """The :func:`benchmarks.convergence.main` arguments of one entry of :data:`RUNS`.
+
+    ``only_schedules`` runs that subset of the entry's schedules into ``work/parts/<run>/<schedules>.json``
+    (to spread one entry over processes); :func:`report` merges the parts.
+    """
     name, size, steps, probes, batch, held_out, samples, schedules, targets, seed = run
+    out = work / f"{name}.json"
+    if only_schedules:
+        schedules = [x for x in schedules if x in only_schedules]
+        out = work / "parts" / name / ("+".join(schedules) + ".json")
     steps_s = max(2, round(steps * scale))
     probes_s = sorted({max(1, round(p * scale)) for p in probes})
     return [
@@ -58,7 +69,7 @@ def run_args(run: tuple, scale: float, work: Path, data_dir: str, ddim_steps: in
         "--warmup", str(max(1, round(20 * scale))), "--train-images", str(max(8, min(1000, steps_s * batch))),
         "--held-out", str(held_out), "--ddim-steps", str(ddim_steps), "--samples", str(samples), "--seed", str(seed),
         "--schedules", *schedules, "--only", *targets, "--threads", str(threads), "--data-dir", data_dir,
-        "--out", str(work / f"{name}.json"), "--resume",
+        "--out", str(out), "--resume",
     ]
 
 
@@ -78,9 +89,17 @@ def report(work: Path, out: Path, figure: Path) -> dict:
     runs, table = {}, []
     for run in RUNS:
         path = work / f"{run[0]}.json"
-        if not path.is_file():
+        parts = sorted((work / "parts" / run[0]).glob("*.json"))
+        if not path.is_file() and not parts:
             continue
-        res = json.loads(path.read_text())
+        res = json.loads((path if path.is_file() else parts[0]).read_text())
+        labels = {r["label"] for r in res["rows"]}
+        for part in parts:
+            extra = json.loads(part.read_text())
+            if extra["settings_key"] != res["settings_key"]:
+                raise ValueError(f"{part} was run with other settings than {path}; remove it or rerun")
+            res["rows"] += [r for r in extra["rows"] if r["label"] not in labels]
+            labels |= {r["label"] for r in extra["rows"]}
         runs[run[0]] = res
         by_label = {r["label"]: r for r in res["rows"]}
         for r in res["rows"]:
@@ -98,9 +117,7 @@ def report(work: Path, out: Path, figure: Path) -> dict:
     seed = [t for t in table if t["size"] == 32 and t["label"] == "v+minsnr5" and t["final_mae_of_mean"] is not None]
     seed_spread = None
     if len(seed) == 2:
-        a, b = (json.loads((work / f"{t['run']}.json").read_text()) for t in seed)
-        ra = next(r for r in a["rows"] if r["label"] == "v+minsnr5")
-        rb = next(r for r in b["rows"] if r["label"] == "v+minsnr5")
+        ra, rb = (next(r for r in runs[t["run"]]["rows"] if r["label"] == "v+minsnr5") for t in seed)
         seed_spread = {"size": 32, "label": "v+minsnr5", "seeds": [t["seed"] for t in seed],
                        "final_mae_of_mean": [t["final_mae_of_mean"] for t in seed],
                        "difference": paired({"a": ra, "b": rb}, "b", "a")}
@@ -115,6 +132,29 @@ def report(work: Path, out: Path, figure: Path) -> dict:
     if table:
         plot(table, figure)
     return result
+
+
+def markdown(result: dict) -> str:
+    """The result as a Markdown table (one row per run and combination) and the seed-spread line."""
+    num = lambda v, f="{:.4f}": "-" if v is None else f.format(v)  # noqa: E731
+    lines = ["| size | seed | schedule / target | final step | hole MAE, 1 sample | MAE of the mean of K (K) | patch SWD | "
+             "vs scaled_linear (paired, +- s.e.) | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in result["table"]:
+        if t["skipped"]:
+            lines.append(f"| {t['size']} | {t['seed']} | {t['label']} | {t['skipped']} ||||||")
+            continue
+        d = t["vs_scaled_linear"]
+        diff = "-" if d is None else f"{d['mean_difference']:+.4f} +- {d['standard_error']:.4f} ({d['scenes']} scenes)"
+        lines.append(f"| {t['size']} | {t['seed']} | {t['label']} | {t['final_step']} | {num(t['final_hole_mae_one_sample'])} | "
+                     f"{num(t['final_mae_of_mean'])} ({t['samples']}) | {num(t['final_swd'], '{:.1f}')} | {diff} | "
+                     f"{num(t['train_seconds'], '{:.0f}')} |")
+    spread = result.get("seed_spread")
+    if spread and spread["difference"]:
+        d = spread["difference"]
+        lines.append(f"\nSeed spread (32 px, v+minsnr5, seeds {spread['seeds']}): MAE of the mean "
+                     f"{spread['final_mae_of_mean'][0]:.4f} vs {spread['final_mae_of_mean'][1]:.4f}, paired difference "
+                     f"{d['mean_difference']:+.4f} +- {d['standard_error']:.4f}.")
+    return "\n".join(lines)
 
 
 def plot(table: list[dict], path: Path) -> None:
@@ -150,8 +190,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each run's optimizer steps and probes")
     parser.add_argument("--runs", nargs="*", default=None, help="run names to do (default all): " + ", ".join(r[0] for r in RUNS))
+    parser.add_argument("--only-schedules", nargs="*", default=None,
+                        help="run only these schedules of the chosen runs (into --work/parts/<run>/; merged by the report)")
     parser.add_argument("--ddim-steps", type=int, default=10, help="DDIM steps of every probe")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.add_argument("--work", default=str(ROOT / "data" / "studies" / "schedules"), help="per-size result files")
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "studies"), help="where the synthetic sets go")
     parser.add_argument("--report-only", action="store_true", help="only merge finished runs and draw the figure")
@@ -163,8 +205,10 @@ def main(argv: list[str] | None = None) -> dict:
         for run in RUNS:
             if args.runs is None or run[0] in args.runs:
                 print(f"== {run[0]}", flush=True)
-                convergence.main(run_args(run, args.scale, work, args.data_dir, args.ddim_steps, args.threads))
+                convergence.main(run_args(run, args.scale, work, args.data_dir, args.ddim_steps, args.threads,
+                                          args.only_schedules))
     result = report(work, out, FIGURE if args.out == str(RESULTS) else out.with_suffix(".png"))
+    print(markdown(result))
     print(f"wrote {out}")
     return result
 

@@ -182,3 +182,16 @@ def test_every_schedule_option_trains_with_a_real_trainer_and_keeps_known_pixels
     assert first == [999, 999]  # both spacings start where training saw the most noise
     stage0 = [s["t"] for s in seen if s["stage"] == 0]
     assert stage0 == ddim_timesteps(1000, 3, spacing[0]).tolist()
+
+
+def test_schedule_study_records_refused_and_identical_combinations_and_pairs_scenes():
+    from benchmarks import convergence, schedules
+
+    assert convergence.skip_reason("zero_terminal_snr", "epsilon", 32).startswith("refused: epsilon is undefined")
+    assert convergence.skip_reason("shifted", "v", 64).startswith("identical to scaled_linear at 64 px")
+    assert convergence.skip_reason("shifted", "epsilon", 32) is None and convergence.skip_reason("scaled_linear", "epsilon", 64) is None
+    assert convergence.label_of("zero_terminal_snr", "v", 5.0) == "zero_terminal_snr/v+minsnr5"
+    rows = {"a": {"final_per_image_mae_of_mean": [0.5, 0.4, 0.3]}, "b": {"final_per_image_mae_of_mean": [0.4, 0.4, 0.1]}}
+    d = schedules.paired(rows, "b", "a")  # differences -0.1, 0, -0.2: mean -0.1, sd 0.1, se 0.1 / sqrt(3)
+    assert d["mean_difference"] == pytest.approx(-0.1) and d["standard_error"] == pytest.approx(0.1 / math.sqrt(3))
+    assert schedules.paired(rows, "a", "a") is None and schedules.paired(rows, "c", "a") is None
