@@ -41,7 +41,7 @@ def _missing(command: str) -> str:
 
 
 def convergence_section(data: dict[str, Any] | None) -> str:
-    out = ["## 1. Convergence: prediction target and loss weighting\n"]
+    out = ["## 2. Convergence: prediction target and loss weighting\n"]
     if data is None:
         return "\n".join(out) + _missing("python benchmarks/convergence.py")
     s = data["settings"]
@@ -100,7 +100,7 @@ def _metric_cells(values: dict[str, Any], spread: bool, metrics: tuple = METRICS
 
 
 def demo_section(data: dict[str, Any] | None) -> str:
-    out = ["## 2. The bundled demo model\n"]
+    out = ["## 3. The bundled demo model (first report, one-sample per-pixel metrics)\n"]
     if data is None or "evaluation" not in data:
         return "\n".join(out) + _missing("python benchmarks/train_demo.py")
     ev, tr = data["evaluation"], data.get("training", {})
@@ -145,7 +145,7 @@ def demo_section(data: dict[str, Any] | None) -> str:
 
 
 def quality_section(data: dict[str, Any] | None) -> str:
-    out = ["## 3. Ablation study\n"]
+    out = ["## 4. Ablation study (first report, ranked by one sample's MAE)\n"]
     if data is None:
         return "\n".join(out) + _missing("python benchmarks/quality.py")
     s = data["settings"]
@@ -241,7 +241,7 @@ def rule_section() -> str:
 
 
 def rescore_section(data: dict[str, Any] | None) -> str:
-    out = ["## 4. Re-scored: the demo model and the baselines, with measures that see blur and hallucination\n"]
+    out = ["## 1. Re-scored: the demo model and the baselines, with measures that see blur and hallucination\n"]
     if data is None:
         return "\n".join(out) + _missing("python benchmarks/rescore.py")
     s, tables = data["settings"], data["tables"]
@@ -325,16 +325,19 @@ def render(results: Path = RESULTS) -> str:
         "every figure below comes from those files. Data: the procedural synthetic scenes of `datamodules/synthetic.py` "
         "(training scenes: dataset seed 0; held-out scenes: seed 7; example scenes in assets/examples: seed 11). Metrics "
         "(`evaluation/hole_metrics.py`, images in [-1, 1]): hole MAE; hole PSNR / SSIM on the [0, 1] scale inside the hole; "
-        "seam error = MAE on the hole pixels within 2 px of its border (all of one sample). The re-score (section 4) and "
+        "seam error = MAE on the hole pixels within 2 px of its border (all of one sample). The re-score (section 1) and "
         "studies run since add the measures of docs/evaluation.md that tell an inpainter from a blur: SWD of patches in "
         "the holes, object-removal residue against the clean plate, MAE of the mean of K samples, texture ratio. All runs "
-        "on CPU unless stated.\n\n"
+        "on CPU unless stated. Section 1 is the current reading; sections 3 and 4 are the first reports, kept for the "
+        "record: their tables rank by one sample's MAE, which rewards blur. Related studies: pixel-space noise schedules "
+        "([schedules.md](schedules.md)), why a background fill of an object hole does not remove the object "
+        "([removal.md](removal.md)), PixelHacker's fill options ([c2f.md](c2f.md)).\n\n"
         "To run larger on a GPU: `python benchmarks/convergence.py --steps 10000`, `python benchmarks/train_demo.py "
         "--accelerator gpu --steps-scale 4`, `python benchmarks/quality.py --steps 5000 --seeds 3 --held-out 256`.\n"
     )
-    return "\n".join([header, rule_section(), convergence_section(_load("convergence", results)),
-                      demo_section(_load("demo_model", results)), quality_section(_load("quality", results)),
-                      rescore_section(_load("rescore", results))])
+    return "\n".join([header, rule_section(), rescore_section(_load("rescore", results)),
+                      convergence_section(_load("convergence", results)), demo_section(_load("demo_model", results)),
+                      quality_section(_load("quality", results))])
 
 
 def main(argv: list[str] | None = None) -> str:
