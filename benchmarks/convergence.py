@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from lightning.pytorch import Callback  # noqa: E402
 
-from benchmarks.inpainting_study import eval_batch, score, summarise, synthetic_sets, train_module  # noqa: E402
+from benchmarks.inpainting_study import eval_batch, save_figure, score, summarise, synthetic_sets, train_module  # noqa: E402
 from evaluation.sample_metrics import sample_metrics  # noqa: E402
 from evaluation.swd import swd  # noqa: E402
 from inpainters.classical import MeanFillInpainter  # noqa: E402
@@ -135,10 +135,7 @@ def plot(rows: list[dict], baseline: float, path: Path) -> None:
     ax.set_title("C2F stage 0: convergence by prediction target")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def label_of(schedule: str, prediction: str, gamma: float | None) -> str:

@@ -36,7 +36,7 @@ from masks.types import Category, MaskType, category_of
 
 __all__ = [
     "HELD_OUT_SEED", "TRAIN_SEED", "EvalBatch", "synthetic_sets", "eval_batch", "train_module", "score", "summarise",
-    "mean_and_spread", "save_png", "CASES", "Cases", "held_out_cases", "score_fills", "case_table", "SELECTION_RULE",
+    "mean_and_spread", "save_png", "save_figure", "CASES", "Cases", "held_out_cases", "score_fills", "case_table", "SELECTION_RULE",
     "selection_key", "choose",
 ]
 
@@ -238,6 +238,17 @@ def save_png(image: Image.Image, path: Path) -> Path:
     """Write ``image`` as PNG (parents created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+    return path
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out a matplotlib figure, write it (parents created) and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
     return path
 
 

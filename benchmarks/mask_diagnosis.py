@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.spatial import ConvexHull  # noqa: E402
 
+from benchmarks.inpainting_study import save_figure  # noqa: E402
 from datamodules.shard_datamodule import ShardDataModule  # noqa: E402
 from evaluation.targets import OBJECT_DILATION, dilate_holes, evaluation_targets  # noqa: E402
 from masks.types import MaskType  # noqa: E402
@@ -166,10 +167,7 @@ def figure(type3: torch.Tensor, removal: torch.Tensor, images: torch.Tensor, pat
             ax.set_xticks([]), ax.set_yticks([])
     axes[0, 0].set_ylabel("type 3\n(training)", fontsize=7)
     axes[1, 0].set_ylabel("removal\n(evaluation)", fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import convergence  # noqa: E402
+from benchmarks.inpainting_study import save_figure  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "schedules.json"
 FIGURE = ROOT / "docs" / "figures" / "schedules.png"
@@ -180,10 +181,7 @@ def plot(table: list[dict], path: Path) -> None:
         ax.set_ylabel("hole MAE of the mean of K samples")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

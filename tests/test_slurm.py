@@ -90,6 +90,33 @@ def _wait(job: str, tmp_path: Path, until, timeout: float, what: str) -> None:
     pytest.fail(f"job {job}: {what} did not happen within {timeout:.0f}s (state {_state(job)}).\n{_log(tmp_path, job)}")
 
 
+def _trained_steps(run_dir: Path, steps: int) -> bool:
+    """The run logged ``train/loss`` at step ``steps`` or later."""
+    try:
+        return any(step >= steps for step, _ in logged(read_metrics(run_dir), "train/loss"))
+    except (FileNotFoundError, KeyError, ValueError):
+        return False
+
+
+def _release_requeued(job: str) -> bool:
+    """A requeued job waits ~2 minutes (BeginTime) before it may start again: once it is pending, let it start now."""
+    if _state(job) != "PENDING":
+        return _state(job) != "COMPLETING"
+    update = ["scontrol", "update", f"JobId={job}", "StartTime=now"]
+    return subprocess.run(update, capture_output=True, timeout=30).returncode == 0
+
+
+def _check_resumed_at(run_dir: Path, saved_step: int, max_steps: int) -> None:
+    """Same run directory for both attempts: the first attempt's metrics are kept aside, the second attempt starts at
+    the step the first saved (not at 0) and ends with last.ckpt at ``max_steps``."""
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == max_steps
+    first = [s for s, _ in logged(read_metrics(run_dir, "metrics.attempt-0.csv"), "train/loss")]
+    assert first[0] == 0 and first[-1] >= saved_step - 1, (first, saved_step)
+    second = [s for s, _ in logged(read_metrics(run_dir), "train/loss")]
+    assert second == list(range(saved_step, max_steps)), (saved_step, second)
+
+
 def _wait_done(job: str, tmp_path: Path, timeout: float) -> dict[str, str]:
     _wait(job, tmp_path, lambda: _state(job) == "GONE", timeout, "completion")
     info = _job_info(job)
@@ -172,27 +199,14 @@ def test_sigusr1_requeues_and_resumes_from_the_hpc_checkpoint(slurm_cluster, syn
     )
     run_dir = tmp_path / "runs" / "lcg_tiny" / f"slurm_{job}"
 
-    def trained_a_few_steps() -> bool:
-        try:
-            return any(step >= 3 for step, _ in logged(read_metrics(run_dir), "train/loss"))
-        except (FileNotFoundError, KeyError, ValueError):
-            return False
-
-    _wait(job, tmp_path, trained_a_few_steps, 180, "3 training steps")
+    _wait(job, tmp_path, lambda: _trained_steps(run_dir, 3), 180, "3 training steps")
     # What SLURM does 90 s before the time limit (--signal=SIGUSR1@90): SIGUSR1 to the tasks of the
     # job steps, i.e. the Python processes started by srun. (--batch would signal only the batch
     # shell, which does not forward it.)
     subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
     _wait(job, tmp_path, lambda: any(run_dir.glob("hpc_ckpt_*.ckpt")), 60, "the hpc checkpoint")
     _wait(job, tmp_path, lambda: _job_info(job).get("Restarts", "0") != "0", 60, "the requeue")
-    # A requeued job waits ~2 minutes (BeginTime) before it may start again; once it is pending,
-    # let it start now.
-    def released() -> bool:
-        if _state(job) != "PENDING":
-            return _state(job) != "COMPLETING"
-        update = ["scontrol", "update", f"JobId={job}", "StartTime=now"]
-        return subprocess.run(update, capture_output=True, timeout=30).returncode == 0
-    _wait(job, tmp_path, released, 60, "the release of the requeued job")
+    _wait(job, tmp_path, lambda: _release_requeued(job), 60, "the release of the requeued job")
     info = _wait_done(job, tmp_path, timeout=240)
     assert info.get("Restarts") == "1"
 
@@ -201,15 +215,7 @@ def test_sigusr1_requeues_and_resumes_from_the_hpc_checkpoint(slurm_cluster, syn
     hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=False)
     saved_step = hpc["global_step"]
     assert 3 <= saved_step < max_steps, saved_step
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert last["global_step"] == max_steps
-
-    # Same run directory for both attempts: the first attempt's metrics are kept aside, the
-    # second attempt starts at the step the hpc checkpoint saved, not at 0.
-    first = [s for s, _ in logged(read_metrics(run_dir, "metrics.attempt-0.csv"), "train/loss")]
-    assert first[0] == 0 and first[-1] >= saved_step - 1, (first, saved_step)
-    second = [s for s, _ in logged(read_metrics(run_dir), "train/loss")]
-    assert second == list(range(saved_step, max_steps)), (saved_step, second)
+    _check_resumed_at(run_dir, saved_step, max_steps)
     audits = [json.loads((run_dir / "sample_audit" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [len(a["train"]) for a in audits] == [max_steps - saved_step] * 2  # batches of the 2nd attempt
 
@@ -231,33 +237,17 @@ def test_sigterm_saves_last_and_requeues_like_sigusr1(slurm_cluster, synthetic_s
                              "--config", str(tmp_path / "loggers.yaml")])
     run_dir = tmp_path / "runs" / "lcg_tiny" / f"slurm_{job}"
 
-    def trained_a_few_steps() -> bool:
-        try:
-            return any(step >= 3 for step, _ in logged(read_metrics(run_dir), "train/loss"))
-        except (FileNotFoundError, KeyError, ValueError):
-            return False
-
-    _wait(job, tmp_path, trained_a_few_steps, 180, "3 training steps")
+    _wait(job, tmp_path, lambda: _trained_steps(run_dir, 3), 180, "3 training steps")
     subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=30)
     saved = re.compile(r"SIGTERM: saved \S+last\.ckpt at step (\d+); stopping")
     _wait(job, tmp_path, lambda: saved.search(_log(tmp_path, job, tail=None)) is not None, 60, "the SIGTERM save")
     _wait(job, tmp_path, lambda: _job_info(job).get("Restarts", "0") != "0", 60, "the requeue")
 
-    def released() -> bool:
-        if _state(job) != "PENDING":
-            return _state(job) != "COMPLETING"
-        update = ["scontrol", "update", f"JobId={job}", "StartTime=now"]
-        return subprocess.run(update, capture_output=True, timeout=30).returncode == 0
-    _wait(job, tmp_path, released, 60, "the release of the requeued job")
+    _wait(job, tmp_path, lambda: _release_requeued(job), 60, "the release of the requeued job")
     info = _wait_done(job, tmp_path, timeout=240)
     assert info.get("Restarts") == "1"
     log = _log(tmp_path, job, tail=None)
     saved_step = int(saved.search(log).group(1))
     assert 3 <= saved_step < max_steps, saved_step
     assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # SIGTERM saved last.ckpt, not an hpc checkpoint
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert last["global_step"] == max_steps
-    first = [s for s, _ in logged(read_metrics(run_dir, "metrics.attempt-0.csv"), "train/loss")]
-    assert first[0] == 0 and first[-1] >= saved_step - 1, (first, saved_step)
-    second = [s for s, _ in logged(read_metrics(run_dir), "train/loss")]
-    assert second == list(range(saved_step, max_steps)), (saved_step, second)
+    _check_resumed_at(run_dir, saved_step, max_steps)
