@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from datamodules.synthetic import scene_seed, synthetic_scene_layers  # noqa: E402
-from diffusion.fill_options import dilate_hole  # noqa: E402
+from masks.morphology import dilate_hole  # noqa: E402
 from evaluation.hole_metrics import hole_mae, seam_error  # noqa: E402
 from evaluation.removal_metrics import residue_fraction  # noqa: E402
 from inpainters.api import load_inpainter  # noqa: E402

@@ -36,7 +36,8 @@ from scipy.spatial import ConvexHull  # noqa: E402
 
 from benchmarks.inpainting_study import save_figure  # noqa: E402
 from datamodules.shard_datamodule import ShardDataModule  # noqa: E402
-from evaluation.targets import OBJECT_DILATION, dilate_holes, evaluation_targets  # noqa: E402
+from evaluation.targets import OBJECT_DILATION, evaluation_targets  # noqa: E402
+from masks.morphology import dilate_hole  # noqa: E402
 from masks.types import MaskType  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "mask_diagnosis.json"

@@ -27,23 +27,15 @@ from typing import Callable
 
 import kornia.filters
 import torch
-import torch.nn.functional as F
 
-__all__ = ["COLOUR_BAND", "colour_compensate", "dilate_hole", "feather_weight", "fill_with_options"]
+from masks.morphology import dilate_hole
+
+__all__ = ["COLOUR_BAND", "colour_compensate", "feather_weight", "fill_with_options"]
 
 #: width in pixels of the bands that colour compensation compares (each side of the generated region's border)
 COLOUR_BAND = 4
 
 FillFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def dilate_hole(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Grow a ``(B, 1, H, W)`` {0, 1} hole by ``pixels`` (square element: Chebyshev distance); 0 returns it."""
-    if pixels < 0:
-        raise ValueError(f"dilate_hole: pixels must be >= 0, got {pixels}")
-    if pixels == 0:
-        return mask
-    return F.max_pool2d(mask, kernel_size=2 * pixels + 1, stride=1, padding=pixels)
 
 
 def feather_weight(hole: torch.Tensor, radius: int) -> torch.Tensor:

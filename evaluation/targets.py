@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from masks.morphology import dilate_hole
 from masks.types import Category, MaskType
 
-__all__ = ["OBJECT_DILATION", "EvalTargets", "dilate_holes", "evaluation_targets", "case_label"]
+__all__ = ["OBJECT_DILATION", "EvalTargets", "evaluation_targets", "case_label"]
 
 OBJECT_DILATION = 0.02
 
@@ -32,13 +32,6 @@ class EvalTargets:
     mask: torch.Tensor  #: ``(B, 1, H, W)`` holes (object holes dilated)
     target: torch.Tensor  #: ``(B, 3, H, W)`` what the filled image should be
     removal: torch.Tensor  #: ``(B,)`` bool: scored against the clean plate
-
-
-def dilate_holes(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Square (8-connected) dilation of ``(B, 1, H, W)`` holes by ``pixels``."""
-    if pixels <= 0:
-        return mask
-    return F.max_pool2d(mask.float(), 2 * pixels + 1, stride=1, padding=pixels).to(mask.dtype)
 
 
 def evaluation_targets(image: torch.Tensor, mask: torch.Tensor, mask_type: torch.Tensor, category: torch.Tensor,
@@ -64,7 +57,7 @@ def evaluation_targets(image: torch.Tensor, mask: torch.Tensor, mask_type: torch
     removal = is_object & (category == int(Category.BACKGROUND))
     px = max(1, round(object_dilation * min(h, w))) if object_dilation > 0 else 0
     hole = (mask > 0.5).to(image.dtype)
-    hole = torch.where(is_object[:, None, None, None], dilate_holes(hole, px), hole)
+    hole = torch.where(is_object[:, None, None, None], dilate_hole(hole, px), hole)
     target = image
     if bool(removal.any()):
         available = torch.zeros(b, dtype=torch.bool, device=image.device) if clean_plate is None else (

@@ -12,7 +12,8 @@ import torch
 
 from diffusion.c2f import C2FModel
 from diffusion.c2f_sampling import sample_c2f
-from diffusion.fill_options import check_fill_options, dilate_hole, fill_with_options
+from diffusion.fill_options import check_fill_options, fill_with_options
+from masks.morphology import dilate_hole
 from inpainters.base import Inpainter, check_image_mask
 from inpainters.strategies import InpaintStrategy, StrategyName
 

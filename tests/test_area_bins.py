@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from evaluation.area_bins import BIN_LABELS, area_bin, bin_label, grouped_rows
-from evaluation.targets import dilate_holes, evaluation_targets
+from evaluation.targets import evaluation_targets
+from masks.morphology import dilate_hole
 
 
 def test_bins_are_tenths_with_one_in_the_last_and_no_hole_in_none():
@@ -59,4 +60,4 @@ def test_targets_follow_mask_type_and_category():
 def test_dilate_holes_is_a_square_dilation():
     mask = torch.zeros(1, 1, 7, 7)
     mask[..., 3, 3] = 1
-    assert dilate_holes(mask, 2)[0, 0].sum() == 25 and dilate_holes(mask, 0) is mask
+    assert dilate_hole(mask, 2)[0, 0].sum() == 25 and dilate_hole(mask, 0) is mask
