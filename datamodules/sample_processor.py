@@ -15,18 +15,12 @@ from PIL import Image
 from datamodules.class_list import ClassList
 from datamodules.image_decoding import ImageDecodeError, read_image
 from datamodules.sample_counts import NO_IMAGE, SKIP_REASONS, USED, WITHOUT_SEGMENTATION, SampleCounts, SkippedSampleWarning
-from datamodules.shard_files import IMAGE_EXTENSIONS
+from datamodules.shard_files import CLEAN_PLATE_MEMBER, CLEAN_PLATE_SEG_MEMBER, IMAGE_EXTENSIONS, SEG_MEMBER
 from masks.objects import foreground_object_mask
 from masks.sampler import MaskSampler
 from masks.types import category_of
 
 log = logging.getLogger(__name__)
-
-SEG_SUFFIX = "seg.png"
-CLEAN_PLATE_SUFFIX = "bg.png"
-"""Optional member: the RGB clean plate (the background without the foreground objects), same size as the image."""
-CLEAN_PLATE_SEG_SUFFIX = "bgseg.png"
-"""Optional member: the clean plate's class-id map, encoded like ``seg.png``."""
 
 
 def _nearest_resize_crop(seg: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -128,7 +122,7 @@ class SampleProcessor:
             return None
         self.counts.add(USED)
         seg = None
-        if self.sampler is not None and SEG_SUFFIX in sample:
+        if self.sampler is not None and SEG_MEMBER in sample:
             seg = self._segmentation(sample, image.size)
         plate, plate_seg = self._clean_plate(sample, image.size)
         array, seg, plate, plate_seg = self._geometry(image, seg, rng, train, plate, plate_seg)
@@ -166,9 +160,9 @@ class SampleProcessor:
         for number in donors:
             try:
                 raw = read(number)
-                if SEG_SUFFIX not in raw:
+                if SEG_MEMBER not in raw:
                     continue
-                with Image.open(io.BytesIO(raw[SEG_SUFFIX])) as opened:
+                with Image.open(io.BytesIO(raw[SEG_MEMBER])) as opened:
                     seg = np.asarray(opened).astype(np.int32)
             except Exception:  # noqa: BLE001 (a broken donor only means one shape fewer; the stream reports it)
                 continue
@@ -185,10 +179,10 @@ class SampleProcessor:
 
     def _clean_plate(self, sample: dict, image_size: tuple[int, int]) -> tuple[Image.Image | None, np.ndarray | None]:
         """The ``bg.png`` clean plate (RGB) and its ``bgseg.png`` ids, when present, decodable and of the image's size."""
-        if CLEAN_PLATE_SUFFIX not in sample:
+        if CLEAN_PLATE_MEMBER not in sample:
             return None, None
         try:
-            plate = read_image(sample[CLEAN_PLATE_SUFFIX], f"its .{CLEAN_PLATE_SUFFIX} member").image
+            plate = read_image(sample[CLEAN_PLATE_MEMBER], f"its .{CLEAN_PLATE_MEMBER} member").image
         except ImageDecodeError as err:
             self._warn_plate(sample, f"clean plate not used: {err}")
             return None, None
@@ -196,9 +190,9 @@ class SampleProcessor:
             self._warn_plate(sample, f"clean plate of size {plate.size[0]}x{plate.size[1]} for a {image_size[0]}x{image_size[1]} image; not used")
             return None, None
         plate_seg = None
-        if CLEAN_PLATE_SEG_SUFFIX in sample:
+        if CLEAN_PLATE_SEG_MEMBER in sample:
             try:
-                with Image.open(io.BytesIO(sample[CLEAN_PLATE_SEG_SUFFIX])) as opened:
+                with Image.open(io.BytesIO(sample[CLEAN_PLATE_SEG_MEMBER])) as opened:
                     plate_seg = np.asarray(opened).astype(np.int32)
             except Exception as err:
                 self._warn_plate(sample, f"undecodable clean-plate segmentation ({type(err).__name__}); not used")
@@ -218,7 +212,7 @@ class SampleProcessor:
 
     def _segmentation(self, sample: dict, image_size: tuple[int, int]) -> np.ndarray | None:
         try:
-            with Image.open(io.BytesIO(sample[SEG_SUFFIX])) as opened:
+            with Image.open(io.BytesIO(sample[SEG_MEMBER])) as opened:
                 seg = np.asarray(opened)
         except Exception as err:
             self._skip_seg(sample, f"undecodable segmentation map ({type(err).__name__})")

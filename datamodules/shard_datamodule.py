@@ -40,7 +40,7 @@ from datamodules.sample_counts import (  # noqa: F401  (re-exported: public name
     SampleCounts,
     SkippedSampleWarning,
 )
-from datamodules.sample_processor import SEG_SUFFIX, SampleProcessor, _nearest_resize_crop, collate  # noqa: F401
+from datamodules.sample_processor import SampleProcessor, _nearest_resize_crop, collate  # noqa: F401
 from datamodules.shard_files import ShardError, load_class_list, missing_class_list, resolve_shards, sample_keys
 from datamodules.shard_index import ShardIndex
 from datamodules.train_stream import SHAPE_DONORS, StreamPosition, TrainLoader, TrainStream, _TrainReadErrors

@@ -110,6 +110,11 @@ def load_class_list(shards: Sequence[str], override: str | None = None) -> Class
 
 
 SEG_MEMBER = "seg.png"
+"""Optional member: the image's class-id map (8 / 16-bit PNG)."""
+CLEAN_PLATE_MEMBER = "bg.png"
+"""Optional member: the RGB clean plate (the background without the foreground objects), same size as the image."""
+CLEAN_PLATE_SEG_MEMBER = "bgseg.png"
+"""Optional member: the clean plate's class-id map, encoded like ``seg.png``."""
 OBJECT_MASK_TYPES = "foreground-object (type 0) and background-object (type 1)"
 
 

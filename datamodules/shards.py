@@ -48,7 +48,10 @@ from datamodules.class_list import ClassList
 from datamodules.image_decoding import UNDECODABLE, ImageDecodeError, read_image
 from datamodules.shard_files import (
     CLASS_LIST_NAME,
+    CLEAN_PLATE_MEMBER,
+    CLEAN_PLATE_SEG_MEMBER,
     IMAGE_EXTENSIONS,
+    SEG_MEMBER,
     load_class_list,
     missing_class_list,
     resolve_shards,
@@ -57,9 +60,6 @@ from datamodules.shard_files import (
 from datamodules.synthetic import SYNTHETIC_CLASSES, scene_seed, synthetic_scene_layers
 from safe_io import UnsafeNameError, check_name
 
-SEG_SUFFIX = "seg.png"
-CLEAN_PLATE_SUFFIX = "bg.png"
-CLEAN_SEG_SUFFIX = "bgseg.png"
 META_SUFFIX = "json"
 
 
@@ -309,7 +309,7 @@ def _prepare_file(job: _FileJob) -> _FileResult:
     meta = {"key": job.key, "source": job.relative.as_posix(), "width": image.width, "height": image.height, "has_seg": seg is not None}
     sample = {"__key__": job.key, fmt: data, META_SUFFIX: json.dumps(meta).encode()}
     if seg is not None:
-        sample[SEG_SUFFIX] = encode_segmentation(seg)
+        sample[SEG_MEMBER] = encode_segmentation(seg)
     return _FileResult(sample=sample, without_segmentation=without)
 
 
@@ -423,9 +423,9 @@ def _synthetic_samples(count: int, size: int, seed: int, split: str) -> Iterator
         yield {
             "__key__": key,
             "png": _encode_image(Image.fromarray(image), "png"),
-            SEG_SUFFIX: encode_segmentation(seg),
-            CLEAN_PLATE_SUFFIX: _encode_image(Image.fromarray(clean), "png"),
-            CLEAN_SEG_SUFFIX: encode_segmentation(clean_seg),
+            SEG_MEMBER: encode_segmentation(seg),
+            CLEAN_PLATE_MEMBER: _encode_image(Image.fromarray(clean), "png"),
+            CLEAN_PLATE_SEG_MEMBER: encode_segmentation(clean_seg),
             META_SUFFIX: json.dumps({"key": key, "source": "synthetic", "width": size, "height": size, "has_seg": True}).encode(),
         }
 
@@ -607,9 +607,9 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
                 report(err.reason, f"{where} ({cause})" if err.reason == UNDECODABLE else str(err))
                 continue
             _check_clean_plate(sample, where, size, classes, report)
-            if SEG_SUFFIX not in sample:
+            if SEG_MEMBER not in sample:
                 continue
-            _check_seg(sample[SEG_SUFFIX], "segmentation map", where, size, classes, report)
+            _check_seg(sample[SEG_MEMBER], "segmentation map", where, size, classes, report)
     missing = missing_class_list(files)
     if missing is not None:
         report("segmentation without a class list", f"{missing}; write classes.json next to the shards")
@@ -632,22 +632,22 @@ def _check_seg(data: bytes, what: str, where: str, size: tuple[int, int], classe
 
 def _check_clean_plate(sample: dict, where: str, size: tuple[int, int], classes: ClassList, report) -> None:
     """Checks of the optional clean plate (``bg.png``) and its segmentation (``bgseg.png``)."""
-    has_plate, has_seg = CLEAN_PLATE_SUFFIX in sample, CLEAN_SEG_SUFFIX in sample
+    has_plate, has_seg = CLEAN_PLATE_MEMBER in sample, CLEAN_PLATE_SEG_MEMBER in sample
     if not has_plate and not has_seg:
         return
     if has_plate != has_seg:
-        present, absent = (CLEAN_PLATE_SUFFIX, CLEAN_SEG_SUFFIX) if has_plate else (CLEAN_SEG_SUFFIX, CLEAN_PLATE_SUFFIX)
+        present, absent = (CLEAN_PLATE_MEMBER, CLEAN_PLATE_SEG_MEMBER) if has_plate else (CLEAN_PLATE_SEG_MEMBER, CLEAN_PLATE_MEMBER)
         report("clean plate without its segmentation (or the reverse)", f"{where} (has .{present}, lacks .{absent})")
     if has_plate:
         try:
-            plate = read_image(sample[CLEAN_PLATE_SUFFIX], f"{where}.{CLEAN_PLATE_SUFFIX}").image
+            plate = read_image(sample[CLEAN_PLATE_MEMBER], f"{where}.{CLEAN_PLATE_MEMBER}").image
         except ImageDecodeError as err:
             report("undecodable clean plate", str(err))
         else:
             if plate.size != size:
                 report("clean plate of the wrong size", f"{where} ({plate.size[0]}x{plate.size[1]} for {size[0]}x{size[1]})")
     if has_seg:
-        _check_seg(sample[CLEAN_SEG_SUFFIX], "clean-plate segmentation map", where, size, classes, report)
+        _check_seg(sample[CLEAN_PLATE_SEG_MEMBER], "clean-plate segmentation map", where, size, classes, report)
 
 
 def _parser() -> argparse.ArgumentParser:
