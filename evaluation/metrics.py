@@ -55,14 +55,23 @@ class InpaintingMetrics(nn.Module):
                 "attribute (its output dimension)"
             )
         self.fid = FrechetInceptionDistance(feature=fid_features, reset_real_features=True)
+        self._features: list[torch.Tensor] = []  # what the FID extractor returned during the last update
+        self.fid.inception.register_forward_hook(self._keep_features)
+        self.last_features: tuple[torch.Tensor, torch.Tensor] | None = None
         self.lpips_net = lpips_net.eval().requires_grad_(False)
         self.lpips = MeanMetric()
         self.psnr = MeanMetric()
         self.ssim = MeanMetric()
 
+    def _keep_features(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self._features.append(output.detach())
+
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Add a batch; returns the per-image ``lpips``, ``psnr``, ``ssim`` values ``(B,)`` (float32, same device).
+
+        The FID extractor's per-image features of this batch stay in :attr:`last_features` (``(real, fake)``, each
+        ``(B, d)``), for per-group FIDs without a second extractor pass.
 
         Args:
             pred: inpainted images ``(B,3,H,W)`` in [-1, 1].
@@ -75,8 +84,11 @@ class InpaintingMetrics(nn.Module):
             )
         with torch.autocast(device_type=pred.device.type, enabled=False):
             pred8, target8 = to_uint8(pred), to_uint8(target)
+            self._features.clear()
             self.fid.update(target8, real=True)
             self.fid.update(pred8, real=False)
+            self.last_features = (self._features[0], self._features[1])  # per-image (real, fake) FID features
+            self._features.clear()
             pred01, target01 = pred8.float() / 255.0, target8.float() / 255.0
             lpips = self.lpips_net(pred01 * 2 - 1, target01 * 2 - 1).flatten().float()
             psnr = peak_signal_noise_ratio(pred01, target01, data_range=1.0, reduction="none", dim=(1, 2, 3))

@@ -52,7 +52,7 @@ from evaluation.feature_extractors import FeatureExtractor, InceptionFeatures
 from evaluation.grids import masked_view
 from evaluation.inpainter_checkpoint import inpainter_state_from_checkpoint
 from evaluation.log_media import log_table, save_grid
-from evaluation.metrics import InpaintingMetrics, to_uint8
+from evaluation.metrics import InpaintingMetrics
 from evaluation.report import PAPER_BENCHMARKS, PER_IMAGE_COLUMNS, write_report
 from evaluation.rows import check_unique, gather_rows, markdown_table
 from evaluation.targets import OBJECT_DILATION, evaluation_targets
@@ -305,10 +305,7 @@ class InpaintingEvaluator(LightningModule):
         per_image = self.metrics.update(out, image)
         rows, descriptors = score_cases(samples, hole, target, keys, removal, clean, mask_type, self.swd_patches,
                                         self.swd_region, self.seed)
-        extractor = self.metrics.fid.inception
-        with torch.autocast(device_type=image.device.type, enabled=False):
-            real_feat = extractor(to_uint8(image)).float().cpu()  # per-image features for the per-group FID
-            fake_feat = extractor(to_uint8(out)).float().cpu()
+        real_feat, fake_feat = (f.float().cpu() for f in self.metrics.last_features)  # for the per-group FID
         for i, (key, row) in enumerate(zip(keys, rows)):
             row.update({name: float(values[i]) for name, values in per_image.items()})
             self._rows.append(row)
