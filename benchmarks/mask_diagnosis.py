@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--held-out", type=int, default=256, help="held-out samples drawn (object-removal holes)")
     parser.add_argument("--probabilities", type=float, nargs=4, default=[0.25, 0.25, 0.25, 0.25],
                         help="mask_probabilities of the four types (configs/data/synthetic.yaml: 0.25 each)")
+    parser.add_argument("--replacement-shapes", choices=["mixed", "objects"], default="mixed",
+                        help="type-3 silhouettes in training (ShardDataModule replacement_shapes)")
+    parser.add_argument("--replacement-scale", type=float, nargs=2, default=[0.2, 0.6],
+                        help="type-3 longer side as a fraction of the image side (ShardDataModule replacement_scale)")
+    parser.add_argument("--replacement-dilation", type=float, default=0.0,
+                        help="type-3 growth as a fraction of the image side (ShardDataModule replacement_dilation)")
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "studies"), help="where the synthetic shards go")
     parser.add_argument("--out", default=str(RESULTS), help="JSON result file")
     args = parser.parse_args(argv)
@@ -93,7 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
     root = Path(args.data_dir) / f"diagnosis_{args.size}px"
     dm = ShardDataModule(synthetic_dir=str(root), synthetic_samples=(max(256, args.train // 4), 16, args.held_out),
                          synthetic_size=args.size, resolution=args.size, batch_size=32, val_batch_size=32, num_workers=0,
-                         samples_per_epoch=args.train, mask_probabilities=tuple(args.probabilities), seed=0, crop="center")
+                         samples_per_epoch=args.train, mask_probabilities=tuple(args.probabilities), seed=0, crop="center",
+                         replacement_shapes=args.replacement_shapes, replacement_scale=tuple(args.replacement_scale),
+                         replacement_dilation=args.replacement_dilation)
     dm.prepare_data()
     dm.setup("fit")
     train = collect(dm.train_dataloader(), args.train)
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     growth = int(sampler.max_dilation * args.size)
     dilation = {
         "removal_cases": int(obj.sum()), "evaluation_dilation_px": px, "evaluation_dilation_fraction": OBJECT_DILATION,
-        "type0_sampler_growth_px": [0, growth], "type3_extra_dilation_px": 0,
+        "type0_sampler_growth_px": [0, growth], "type3_extra_dilation_px": round(args.replacement_dilation * args.size),
         "area_ratio_removal_to_type3_median": round(summary(removal)["area"][1] / summary(type3)["area"][1], 3)
         if removal and type3 else None,
     }

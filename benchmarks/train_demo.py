@@ -17,6 +17,9 @@ The recipe of ``configs/c2f/synthetic_demo.yaml``, one real ``python -m main fit
     python benchmarks/train_demo.py --accelerator gpu --steps-scale 4   # longer, on a GPU
     python benchmarks/train_demo.py --only eval      # re-evaluate the bundled file
 
+Resumable: run the same command again after a stop; finished steps are kept (``<work-dir>/<step>.done``) and a
+step stopped part-way resumes from its ``last.ckpt``.
+
 Writes ``benchmarks/results/demo_model.json``.
 """
 from __future__ import annotations
@@ -76,13 +79,20 @@ def fit(name: str, config: str, steps: int, batch: int, extra: list[str], work: 
         args.append(f"--model.init_args.lcg_checkpoint={previous}")
     elif previous is not None:
         args.append(f"--model.init_args.init_checkpoint={previous}")
+    last = work / name / "run" / "checkpoints" / "last.ckpt"
+    done = work / f"{name}.done"
+    if done.is_file() and last.is_file():  # finished before this (restarted) command: keep it
+        print(f"[{name}] finished before ({done}); using {last}", flush=True)
+        return last
+    if last.is_file():  # stopped part-way (kill, SIGTERM, preemption): resume exactly where it stopped
+        args.append("--ckpt_path=last")
     print(f"[{name}] {' '.join(args[2:])}", flush=True)
     start = time.perf_counter()
     subprocess.run(args, cwd=ROOT, check=True, env={**os.environ, "WANDB_MODE": "disabled"})
     print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
-    last = work / name / "run" / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise FileNotFoundError(f"{name}: the run wrote no {last}")
+    done.write_text(f"{time.perf_counter() - start:.0f} s\n")
     return last
 
 

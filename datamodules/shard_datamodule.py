@@ -83,6 +83,11 @@ class ShardDataModule(LightningDataModule):
         mask_probabilities: weights of the four mask types (fg object, bg object, bg random,
             bg replacement); types a sample cannot provide are dropped and the rest renormalised.
         random_hole_range: hole-ratio range of background random (type 2) masks.
+        replacement_shapes: silhouettes of the background replacement (type 3) holes in training: ``mixed``, the
+            objects of each epoch's donor samples plus 64 procedural blobs; ``objects``, the donors' objects only
+            (blobs only when no donor has one, e.g. data without segmentation). Evaluation always uses blobs.
+        replacement_scale: longer side of a type-3 hole as a (low, high) fraction of the image side.
+        replacement_dilation: type-3 holes grow by this fraction of the image side, like object-removal masks.
         samples_per_epoch: training samples per epoch and rank (``samples_per_epoch // batch_size`` batches).
         horizontal_flip: random left-right flips in training.
         seed: seed of the training order, crops, masks, the model's per-step noise (see
@@ -110,6 +115,9 @@ class ShardDataModule(LightningDataModule):
         with_masks: bool = True,
         mask_probabilities: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
         random_hole_range: tuple[float, float] = (0.05, 0.6),
+        replacement_shapes: Literal["mixed", "objects"] = "mixed",
+        replacement_scale: tuple[float, float] = (0.2, 0.6),
+        replacement_dilation: float = 0.0,
         samples_per_epoch: int = 10_000,
         horizontal_flip: bool = True,
         seed: int = 0,
@@ -140,6 +148,10 @@ class ShardDataModule(LightningDataModule):
         self.num_workers, self.with_masks = num_workers, with_masks
         self.mask_probabilities = tuple(mask_probabilities)
         self.random_hole_range = tuple(random_hole_range)
+        if replacement_shapes not in ("mixed", "objects"):
+            raise ValueError(f"replacement_shapes={replacement_shapes!r}; use 'mixed' (objects and blobs) or 'objects'")
+        self.replacement_shapes = replacement_shapes
+        self.replacement_scale, self.replacement_dilation = tuple(replacement_scale), float(replacement_dilation)
         self.samples_per_epoch = samples_per_epoch
         self.horizontal_flip, self.seed = horizontal_flip, seed
         self.synthetic_dir, self.synthetic_samples = synthetic_dir, tuple(synthetic_samples)
@@ -154,7 +166,9 @@ class ShardDataModule(LightningDataModule):
         self.class_list: ClassList | None = None
         self._processors: dict[str, SampleProcessor] = {}
         self._reported_stages: set[str | None] = set()
-        MaskSampler(self.mask_probabilities)  # validate the probabilities now, not in a worker
+        # validate the mask options now, not in a worker
+        MaskSampler(self.mask_probabilities, replacement_scale=self.replacement_scale,
+                    replacement_dilation=self.replacement_dilation, shape_bank=ShapeBank(0, procedural=0))
 
     @staticmethod
     def _default(spec, synthetic_dir: str | None, split: str, count: int):
@@ -233,15 +247,23 @@ class ShardDataModule(LightningDataModule):
                     self.class_list.thing_ids,
                     self.class_list.stuff_ids,
                     random_hole_range=self.random_hole_range,
+                    replacement_scale=self.replacement_scale,
+                    replacement_dilation=self.replacement_dilation,
                     # training: the bank holds the objects of each epoch's donor samples (TrainStream), never the
                     # samples read before, so a sample's masks do not depend on the history of its worker
-                    shape_bank=ShapeBank(capacity=SHAPE_DONORS if split == "train" else 0, seed=self.seed),
+                    shape_bank=self._shape_bank(split),
                     harvest_shapes=False,
                 )
             self._processors[split] = SampleProcessor(
                 self.resolution, self.crop, self.class_list, sampler, self.horizontal_flip, slots=self.num_workers + 1
             )
         return self._processors[split]
+
+    def _shape_bank(self, split: str) -> ShapeBank:
+        if split != "train":
+            return ShapeBank(capacity=0, seed=self.seed)
+        blobs = 64 if self.replacement_shapes == "mixed" else 0
+        return ShapeBank(capacity=SHAPE_DONORS, procedural=blobs, seed=self.seed)
 
     @property
     def skipped_samples(self) -> Counter:

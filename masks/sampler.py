@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import Collection, Sequence
 
 import numpy as np
+import torch
 
+from masks.morphology import dilate_hole
 from masks.objects import background_object_mask, class_region_mask, foreground_object_mask
 from masks.random import as_generator
 from masks.random_mask import background_random_mask
@@ -29,6 +31,8 @@ class MaskSampler:
         max_dilation: type 0 masks grow by up to this fraction of ``min(H, W)`` pixels.
         random_hole_range: hole-ratio range of type 2 masks.
         replacement_scale: size range of type 3 shapes, as a fraction of ``min(H, W)``.
+        replacement_dilation: type 3 holes grow by this fraction of ``min(H, W)`` pixels after placement (as
+            object-removal masks are dilated at inference, ``evaluation.targets.OBJECT_DILATION``); 0 keeps the shape.
         shape_bank: shapes for type 3; by default procedural blobs plus harvested type-0 objects.
         harvest_shapes: add every foreground object seen (type 0 candidates) to the shape bank.
     """
@@ -43,6 +47,7 @@ class MaskSampler:
         max_dilation: float = 0.03,
         random_hole_range: Sequence[float] = (0.05, 0.6),
         replacement_scale: Sequence[float] = (0.2, 0.6),
+        replacement_dilation: float = 0.0,
         shape_bank: ShapeBank | None = None,
         harvest_shapes: bool = True,
     ) -> None:
@@ -60,6 +65,14 @@ class MaskSampler:
         self.max_dilation = max_dilation
         self.random_hole_range = tuple(random_hole_range)
         self.replacement_scale = tuple(replacement_scale)
+        if not (len(self.replacement_scale) == 2 and 0 < self.replacement_scale[0] <= self.replacement_scale[1] <= 1):
+            raise ValueError(
+                f"replacement_scale must be (low, high) with 0 < low <= high <= 1 (fractions of the image side), "
+                f"got {list(replacement_scale)}"
+            )
+        if not 0 <= replacement_dilation < 0.5:
+            raise ValueError(f"replacement_dilation must be a fraction of the image side in [0, 0.5), got {replacement_dilation}")
+        self.replacement_dilation = float(replacement_dilation)
         self.shape_bank = shape_bank if shape_bank is not None else ShapeBank()
         self.harvest_shapes = harvest_shapes
 
@@ -113,4 +126,8 @@ class MaskSampler:
         if mask_type == MaskType.BG_RANDOM:
             return background_random_mask(height, width, gen, self.random_hole_range)
         occupied = None if segmentation is None else class_region_mask(segmentation, self.thing_ids)
-        return place_shape(self.shape_bank.sample(gen), height, width, gen, occupied, tuple(self.replacement_scale))
+        hole = place_shape(self.shape_bank.sample(gen), height, width, gen, occupied, tuple(self.replacement_scale))
+        grow = round(self.replacement_dilation * min(height, width))
+        if grow > 0:
+            hole = dilate_hole(torch.from_numpy(hole)[None, None], grow)[0, 0].numpy()
+        return hole

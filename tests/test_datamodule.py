@@ -313,3 +313,26 @@ def test_real_trainer_runs_epochs_of_exact_length(synthetic_shards, tmp_path):
     assert len(model.train_keys) == 10  # 2 epochs x 20 samples / batch 4
     assert model.train_keys[:5] != model.train_keys[5:]
     assert "val/loss" in trainer.callback_metrics
+
+
+def test_replacement_shape_options_reach_the_training_masks(synthetic_shards):
+    """replacement_shapes=objects: the training bank holds the donors' objects only (no procedural blob);
+    mixed adds the 64 blobs; evaluation banks are blobs in both; scale and dilation reach the sampler."""
+    objects = _dm(synthetic_shards, replacement_shapes="objects", replacement_scale=(0.3, 0.7), replacement_dilation=0.02,
+                  mask_probabilities=(0, 0, 0, 1))
+    objects.setup("fit")
+    batch = next(iter(objects.train_dataloader()))
+    assert (batch["mask_type"] == int(MaskType.BG_REPLACEMENT)).all()
+    bank = objects._processor("train").sampler.shape_bank
+    assert len(bank.procedural) == 0 and len(bank.harvested) > 0
+    sampler = objects._processor("train").sampler
+    assert sampler.replacement_scale == (0.3, 0.7) and sampler.replacement_dilation == 0.02
+    assert len(objects._processor("val").sampler.shape_bank.procedural) == 64
+    mixed = _dm(synthetic_shards)
+    mixed.setup("fit")
+    next(iter(mixed.train_dataloader()))
+    assert len(mixed._processor("train").sampler.shape_bank.procedural) == 64
+    with pytest.raises(ValueError, match="replacement_shapes"):
+        _dm(synthetic_shards, replacement_shapes="blobs")
+    with pytest.raises(ValueError, match="replacement_scale"):
+        _dm(synthetic_shards, replacement_scale=(0.0, 0.5))

@@ -223,3 +223,28 @@ def test_sampler_rejects_bad_probabilities_and_mismatched_segmentation():
         MaskSampler((0, 0, -1, 2))
     with pytest.raises(ValueError, match="does not match"):
         MaskSampler()(32, 32, 0, np.zeros((16, 16), np.int64))
+
+
+def test_replacement_dilation_grows_each_type3_hole_by_the_chebyshev_ring(scenes):
+    """replacement_dilation d: the hole equals the undilated hole grown by round(d * side) px (square element),
+    drawn from the same random numbers (independent formula: scipy's binary dilation)."""
+    plain = MaskSampler((0, 0, 0, 1), THINGS, STUFF, harvest_shapes=False)
+    grown = MaskSampler((0, 0, 0, 1), THINGS, STUFF, harvest_shapes=False, replacement_dilation=0.05)
+    for i, seg in enumerate(scenes[:6]):
+        a, kind_a = plain(64, 64, i, seg)
+        b, kind_b = grown(64, 64, i, seg)
+        assert kind_a == kind_b == MaskType.BG_REPLACEMENT
+        expected = ndimage.binary_dilation(a > 0, structure=np.ones((3, 3), bool), iterations=3)  # round(0.05 * 64) = 3
+        np.testing.assert_array_equal(b > 0, expected)
+
+
+def test_replacement_scale_sets_the_longer_side_and_bad_options_are_refused(scenes):
+    sampler = MaskSampler((0, 0, 0, 1), THINGS, STUFF, harvest_shapes=False, replacement_scale=(0.5, 0.5))
+    for i, seg in enumerate(scenes[:6]):
+        hole = sampler(64, 64, i, seg)[0] > 0
+        ys, xs = np.nonzero(hole)
+        assert max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) in (31, 32, 33)
+    with pytest.raises(ValueError, match="replacement_scale"):
+        MaskSampler(replacement_scale=(0.6, 0.2))
+    with pytest.raises(ValueError, match="replacement_dilation"):
+        MaskSampler(replacement_dilation=-0.1)
