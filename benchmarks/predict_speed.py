@@ -3,7 +3,7 @@
 Runs the real predict path (Lightning ``Trainer.predict`` with
 :class:`lightning_modules.inpainting_predictor.InpaintingPredictor`, the demo model
 ``assets/c2f_synthetic_demo.ckpt`` (gains 1 / 1 / 1), :class:`datamodules.image_files.ImageFilesDataModule`
-and the PNG writer) on the six bundled 128 px examples (``assets/examples``), on ``--threads`` CPU
+and the PNG writer) on the bundled 128 px examples (``assets/examples``), on ``--threads`` CPU
 threads (default 1), one configuration per fresh subprocess:
 
 - ``before``: what predict did before: batch size 1, the doubled CFG batch every DDIM step (gains

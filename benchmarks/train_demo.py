@@ -151,34 +151,95 @@ def evaluate(model_file: Path, held_out: int, seed: int = 0) -> dict:
             "model_megabytes": round(model_file.stat().st_size / 2**20, 2)}
 
 
-def write_examples(count: int = 6, size: int = 128) -> list[str]:
-    """Example scenes (dataset seed :data:`EXAMPLE_SEED`) with one mask of each LCG type, as PNG files.
+#: the bundled example scenes: object removal (an object's mask, dilated as at evaluation, filled with background;
+#: its clean plate is bundled) and one of each background mask type
+EXAMPLE_KINDS = ["remove_object", "bg_object", "remove_object", "bg_random", "remove_object", "bg_replacement",
+                 "remove_object", "remove_object"]
 
-    ``assets/examples/images/<name>.png`` and ``assets/examples/masks/<name>.png`` (white = hole):
-    what ``configs/c2f/demo.yaml`` inpaints by default.
+
+def write_examples(size: int = 128) -> list[str]:
+    """Example scenes (dataset seed :data:`EXAMPLE_SEED`, never used for training or the studies), as PNG files.
+
+    ``assets/examples/images/<name>.png`` and ``assets/examples/masks/<name>.png`` (white = hole), what
+    ``configs/c2f/demo.yaml`` inpaints with the background category by default; for the object-removal scenes also
+    ``assets/examples/clean_plates/<name>.png``, the scene before the object was drawn (what removal should give).
     """
     import numpy as np
     from PIL import Image
 
-    from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene
+    from datamodules.synthetic import SYNTHETIC_CLASSES, synthetic_scene_layers
+    from evaluation.targets import OBJECT_DILATION
+    from masks.morphology import dilate_hole
     from masks.sampler import MaskSampler
     from masks.types import MaskType
 
     things = [c["id"] for c in SYNTHETIC_CLASSES if c["kind"] == "thing"]
     stuff = [c["id"] for c in SYNTHETIC_CLASSES if c["kind"] == "stuff"]
+    for folder in ("images", "masks", "clean_plates"):
+        (EXAMPLES / folder).mkdir(parents=True, exist_ok=True)
+        for old in (EXAMPLES / folder).glob("*.png"):
+            old.unlink()
     names = []
-    for i in range(count):
-        wanted = MaskType(i % 4)
-        probs = [1.0 if t == wanted else 0.0 for t in MaskType]
-        sampler = MaskSampler(probabilities=probs, thing_ids=things, stuff_ids=stuff, random_hole_range=(0.1, 0.3))
-        image, seg = synthetic_scene(EXAMPLE_SEED * 100_000_000 + i, size)
-        mask, mask_type = sampler(size, size, np.random.default_rng([EXAMPLE_SEED, i]), seg)
-        name = f"scene{i}_{mask_type.name.lower()}"
-        for folder, array in (("images", image), ("masks", (mask * 255).astype(np.uint8))):
-            (EXAMPLES / folder).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(EXAMPLES / folder / f"{name}.png")
+    for i, kind in enumerate(EXAMPLE_KINDS):
+        wanted = MaskType.FG_OBJECT if kind == "remove_object" else MaskType[kind.upper()]
+        sampler = MaskSampler(probabilities=[1.0 if t == wanted else 0.0 for t in MaskType], thing_ids=things,
+                              stuff_ids=stuff, random_hole_range=(0.1, 0.3))
+        for attempt in range(100):  # the first scene (from i) that holds a region of the wanted kind
+            seed = EXAMPLE_SEED * 100_000_000 + i + 1000 * attempt
+            image, seg, clean, _ = synthetic_scene_layers(seed, size)
+            mask, mask_type = sampler(size, size, np.random.default_rng([EXAMPLE_SEED, i, attempt]), seg)
+            if mask_type == wanted:
+                break
+        if kind == "remove_object":  # dilated as object masks are at evaluation (evaluation.targets)
+            grow = max(1, round(OBJECT_DILATION * size))
+            mask = dilate_hole(torch.from_numpy(mask)[None, None], grow)[0, 0].numpy()
+            Image.fromarray(clean).save(EXAMPLES / "clean_plates" / f"scene{i}_{kind}.png")
+        name = f"scene{i}_{kind}"
+        Image.fromarray(image).save(EXAMPLES / "images" / f"{name}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(EXAMPLES / "masks" / f"{name}.png")
         names.append(name)
     return names
+
+
+REMOVAL_REFERENCE = EXAMPLES / "removal_reference.json"
+
+
+def load_examples(names: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:
+    """The bundled examples as ``(image, mask, clean_plate, names)`` tensors in [-1, 1] (mask 1 = hole); clean plates
+    only when every named example has one (object removal), else None."""
+    import numpy as np
+    from PIL import Image
+
+    names = names or sorted(p.stem for p in (EXAMPLES / "images").glob("*.png"))
+
+    def read(folder: str, name: str, mode: str) -> np.ndarray:
+        with Image.open(EXAMPLES / folder / f"{name}.png") as opened:
+            return np.asarray(opened.convert(mode))
+
+    def to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    image = to_tensor([read("images", n, "RGB") for n in names])
+    mask = torch.from_numpy(np.stack([read("masks", n, "L") >= 128 for n in names]).astype(np.float32))[:, None]
+    plates = [EXAMPLES / "clean_plates" / f"{n}.png" for n in names]
+    clean = to_tensor([read("clean_plates", n, "RGB") for n in names]) if all(p.is_file() for p in plates) else None
+    return image, mask, clean, names
+
+
+def example_removal(model_file: Path, seeds: tuple[int, ...] = (0, 1)) -> dict[str, float]:
+    """Removal residue (``evaluation.removal_metrics``, fraction of hole pixels off the clean plate) of the object-removal
+    examples, filled as ``configs/c2f/demo.yaml`` fills them (background category, colour matching), mean over ``seeds``."""
+    from evaluation.removal_metrics import residue_fraction
+    from inpainters.c2f import C2FInpainter
+
+    names = [p.stem for p in sorted((EXAMPLES / "clean_plates").glob("*.png"))]
+    image, mask, clean, names = load_examples(names)
+    residue = torch.zeros(len(names))
+    for seed in seeds:
+        with torch.inference_mode():
+            filled = C2FInpainter(str(model_file), category="background", seed=seed, color_match=True)(image, mask)
+        residue += residue_fraction(filled, clean, mask) / len(seeds)
+    return {name: round(float(r), 4) for name, r in zip(names, residue)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -189,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every step budget (e.g. 4 on a GPU)")
     parser.add_argument("--accelerator", default="cpu", help="trainer accelerator")
     parser.add_argument("--held-out", type=int, default=64, help="held-out scenes in the evaluation")
+    parser.add_argument("--reference-model", default=None,
+                        help="record this model's removal residue on the bundled examples (assets/examples/removal_reference.json)")
     args = parser.parse_args(argv)
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if args.only in (None, "train"):
@@ -210,6 +273,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"exported {C2FModel.from_checkpoint(ASSET).save(ASSET.with_suffix('.safetensors')).relative_to(ROOT)}")
     if args.only in (None, "examples"):
         result["examples"] = write_examples()
+    if args.reference_model:  # the removal residue of a model on the bundled examples, e.g. the previous demo model
+        reference = {"model": args.reference_model, "seeds": [0, 1], "residue": example_removal(Path(args.reference_model))}
+        REMOVAL_REFERENCE.write_text(json.dumps(reference, indent=2) + "\n")
+        print(f"wrote {REMOVAL_REFERENCE.relative_to(ROOT)}: {reference['residue']}")
     if args.only in (None, "eval"):
         result["evaluation"] = evaluate(ASSET, args.held_out)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
