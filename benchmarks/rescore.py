@@ -21,6 +21,7 @@ Writes ``benchmarks/results/rescore.json`` (settings, the tables per inpainter, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -82,10 +83,20 @@ def run_chunk(model: C2FModel, cases, k: int, steps: list[int] | None, swd_patch
     return out
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"scenes": args.scenes, "k": args.k, "chunk": args.chunk, "steps": args.steps, "swd_patches": args.swd_patches,
             "color_match": args.color_match,
-            "size": SIZE, "held_out_seed": HELD_OUT_SEED, "model": str(Path(args.model).resolve())}
+            "size": SIZE, "held_out_seed": HELD_OUT_SEED, "model": str(Path(args.model).resolve()),
+            "model_sha256": file_sha256(Path(args.model))}  # a retrained file at the same path must not reuse chunks
 
 
 def _check_work_dir(work: Path, settings: dict[str, Any]) -> None:

@@ -49,5 +49,14 @@ def test_rescore_tiny_resumes_and_renders(tmp_path, capsys):
     assert json.dumps(again["tables"]) == json.dumps(first["tables"])  # deterministic: same figures
     with pytest.raises(SystemExit, match="other settings"):
         rescore.main([*args[:3], "3", *args[4:]])  # --k 3 into the same work dir
+    # a model file retrained in place (same path, other bytes) never reuses the chunks of the file it replaced
+    model_file, work = tmp_path / "model.ckpt", tmp_path / "copy_chunks"
+    model_file.write_bytes(rescore.MODEL.read_bytes())
+    one = ["--scenes", "1", "--k", "1", "--steps", "2", "2", "2", "--swd-patches", "16", "--out", str(tmp_path / "copy.json"),
+           "--model", str(model_file), "--work-dir", str(work)]
+    rescore.main(one)
+    model_file.write_bytes(rescore.MODEL.read_bytes()[::-1])
+    with pytest.raises(SystemExit, match="other settings"):
+        rescore.main(one)
     text = results_report.rescore_section(json.loads(out.read_text()))
     assert "| C2F demo model |" in text and "fg object (removal)" in text and "**Reading.**" in text
