@@ -63,7 +63,7 @@ from cli.checkpoint_args import (
 from cli.config_files import ConfigFileError, check_config_files
 from cli.run_lock import RunLockedError, acquire_run_lock, held_run_locks, release_run_locks
 from datamodules.class_list import ClassListError
-from datamodules.image_decoding import ImageDecodeError
+from safe_io.image_decoding import ImageDecodeError
 from datamodules.image_files import PredictInputError
 from datamodules.shard_files import ShardError
 from evaluation.weights import MissingWeightsError

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.shard_datamodule import distributed_rank_world, split_range
 from datamodules.shard_files import IMAGE_EXTENSIONS
+from safe_io.image_decoding import decode_image
 
 __all__ = ["EDIT_MASK_SUFFIX", "EditPair", "list_stems", "match_pairs", "EditPairsSet", "EditPairsDataModule"]
 
@@ -142,9 +143,7 @@ def check_person_masks(pairs: list[EditPair], person_masks: str | Path) -> None:
 
 
 def _read_rgb(path: Path) -> torch.Tensor:
-    # TODO(image_decoding): switch to the shared helper of datamodules/image_decoding.py once it lands.
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    arr = decode_image(path)  # upright 8-bit RGB, or an error naming the file (safe_io.image_decoding)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
 
 

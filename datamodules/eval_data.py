@@ -24,7 +24,7 @@ batches then also carry ``prediction`` ``(B,3,H,W)`` in [-1, 1], which the evalu
 inpainter. The folder is checked before anything is scored: keys without a prediction, predictions without an
 evaluation image and predictions of another size than the (preprocessed) image are listed in one error.
 
-Images and mask files are decoded by ``datamodules.image_decoding`` (EXIF orientation, true bit depth,
+Images and mask files are decoded by ``safe_io.image_decoding`` (EXIF orientation, true bit depth,
 minimum size 8 px, decompression-bomb limit). Unlike training, a bad evaluation image is never skipped:
 it stops the run with an error naming the file (a skipped sample would change the metric silently).
 """
@@ -45,7 +45,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.shard_datamodule import split_range
-from datamodules.image_decoding import decode_mask, read_image
+from safe_io.image_decoding import decode_mask, read_image
 from datamodules.shard_files import IMAGE_EXTENSIONS, ShardError, resolve_shards
 from datamodules.shards import sample_key
 from masks.protocols import PROTOCOLS, from_mat_mask, protocol_mask
@@ -213,7 +213,7 @@ def attach_predictions(items: list[EvalItem], predictions_dir: str | os.PathLike
 
 
 def load_image(data: bytes, resolution: int | None, what: str) -> np.ndarray:
-    """Decode to RGB uint8 ``(H, W, 3)`` (``datamodules.image_decoding`` rules); with ``resolution``, resize the
+    """Decode to RGB uint8 ``(H, W, 3)`` (``safe_io.image_decoding`` rules); with ``resolution``, resize the
     shorter side to it (bicubic, antialiased) and centre-crop a square.
 
     Raises:

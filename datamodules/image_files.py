@@ -9,7 +9,7 @@ A folder is matched by file stem (``in/a.png`` <-> ``masks/a.png``; extensions m
 folder, files without an image extension (``.png .jpg .jpeg .bmp .webp .tif .tiff``) are skipped
 with a warning. Masks: any mode, converted to grayscale, pixel >= 128 = hole (white = fill).
 Images: any mode converted to RGB (RGBA: the alpha channel is dropped, the colour values are kept;
-grayscale / palette: expanded). Both are decoded by ``datamodules.image_decoding``: EXIF orientation
+grayscale / palette: expanded). Both are decoded by ``safe_io.image_decoding``: EXIF orientation
 applied, 16-bit files scaled by their bit depth, images below 8 px refused, decompression bombs named.
 Sizes are kept as they are; the inpainting module pads to its stage factor (reflect) and crops back.
 Images of equal size are batched together (up to ``batch_size``), whatever their order in the folder.
@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamodules.image_decoding import ImageDecodeError, decode_mask, read_image
+from safe_io.image_decoding import ImageDecodeError, decode_mask, read_image
 from masks.types import Category
 
 HOLE_THRESHOLD = 128

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import get_worker_info
 
-from datamodules.image_decoding import DECODE_REASONS
+from safe_io.image_decoding import DECODE_REASONS
 
 NO_IMAGE, UNREADABLE_SHARD_DATA = "no image file", "unreadable shard data"
 SKIP_REASONS = (NO_IMAGE, *DECODE_REASONS, UNREADABLE_SHARD_DATA)

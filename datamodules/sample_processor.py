@@ -1,4 +1,4 @@
-"""One raw shard sample -> tensors: decode (``datamodules.image_decoding``), geometry (resize / crop / flip),
+"""One raw shard sample -> tensors: decode (``safe_io.image_decoding``), geometry (resize / crop / flip),
 segmentation and masks; ``collate`` stacks processed samples into a batch dict."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from datamodules.class_list import ClassList
-from datamodules.image_decoding import ImageDecodeError, read_image
+from safe_io.image_decoding import ImageDecodeError, read_image
 from datamodules.sample_counts import NO_IMAGE, SKIP_REASONS, USED, WITHOUT_SEGMENTATION, SampleCounts, SkippedSampleWarning
 from datamodules.shard_files import CLEAN_PLATE_MEMBER, CLEAN_PLATE_SEG_MEMBER, IMAGE_EXTENSIONS, SEG_MEMBER
 from masks.objects import foreground_object_mask

@@ -9,7 +9,7 @@ Validation / test read a fixed set: the samples are split across ranks (and work
 index, every sample exactly once, no padding; masks are seeded from the sample key and ``seed``
 so they are identical every epoch and on any number of GPUs.
 
-Images are decoded by ``datamodules.image_decoding`` (EXIF orientation, true bit depth, minimum size,
+Images are decoded by ``safe_io.image_decoding`` (EXIF orientation, true bit depth, minimum size,
 decompression-bomb limit). A sample that cannot be used is skipped with a ``SkippedSampleWarning`` naming
 shard and key, and counted by reason in shared memory, so the counts of DataLoader worker processes reach
 the main process: ``ShardDataModule.sample_counts(split)``; ``callbacks.data_health.SkippedSampleMonitor``

@@ -45,7 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from datamodules.class_list import ClassList
-from datamodules.image_decoding import UNDECODABLE, ImageDecodeError, read_image
+from safe_io.image_decoding import UNDECODABLE, ImageDecodeError, read_image
 from datamodules.shard_files import (
     CLASS_LIST_NAME,
     CLEAN_PLATE_MEMBER,
@@ -305,7 +305,7 @@ def _prepare_file(job: _FileJob) -> _FileResult:
         data = _encode_image(image, fmt)
     elif not (decoded.format in ("JPEG", "PNG") and decoded.mode == "RGB" and decoded.bit_depth == 8):
         data = _encode_image(image, fmt)  # 8-bit RGB of any other mode / depth (16-bit scaled, alpha dropped)
-    # else: the file's own bytes; an EXIF orientation in them is applied by every reader (datamodules.image_decoding)
+    # else: the file's own bytes; an EXIF orientation in them is applied by every reader (safe_io.image_decoding)
     meta = {"key": job.key, "source": job.relative.as_posix(), "width": image.width, "height": image.height, "has_seg": seg is not None}
     sample = {"__key__": job.key, fmt: data, META_SUFFIX: json.dumps(meta).encode()}
     if seg is not None:
@@ -346,7 +346,7 @@ def write_image_folder(
 
     Returns:
         A ``WriteSummary``. Skipped (with the reason): images that do not decode, are smaller than 8 px, are
-        decompression bombs or have no faithful 8-bit conversion (``datamodules.image_decoding``), seg maps
+        decompression bombs or have no faithful 8-bit conversion (``safe_io.image_decoding``), seg maps
         whose size differs from the image, seg maps with ids the class list does not name, undecodable seg
         maps, duplicate keys.
 
@@ -569,7 +569,7 @@ def check_samples(spec: str | Sequence[str], progress: bool = True) -> dict[str,
     """Decode every sample of the shards; problems grouped by kind (``{}`` when all is well).
 
     Checks: the tar reads to the end and holds at least one sample, each sample has an image that decodes the
-    way training decodes it (``datamodules.image_decoding``: not too small, no decompression bomb, a faithful
+    way training decodes it (``safe_io.image_decoding``: not too small, no decompression bomb, a faithful
     8-bit conversion), its seg map (if any) decodes, has the image's size and only ids of the class list next to
     the shards; a clean plate (``bg.png``, if any) decodes as RGB of the image's size and comes with a ``bgseg.png``
     that passes the seg-map checks.

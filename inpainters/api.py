@@ -23,9 +23,10 @@ from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from inpainters.base import Inpainter
+from safe_io.image_decoding import decode_image, decode_mask
 
 __all__ = ["DEMO_MODEL", "NAMES", "inpaint", "inpaint_tensor", "load_inpainter"]
 
@@ -94,9 +95,8 @@ def inpaint_tensor(inpainter: Inpainter, image: torch.Tensor, mask: torch.Tensor
 
 
 def _rgb_array(image: ImageLike) -> np.ndarray:
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            image = ImageOps.exif_transpose(im).convert("RGB")
+    if isinstance(image, (str, Path)):  # the project's decoder: upright, true bit depth, errors naming the file
+        return decode_image(image)
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     arr = np.asarray(image)
@@ -116,8 +116,7 @@ def _rgb_array(image: ImageLike) -> np.ndarray:
 
 def _hole_array(mask: ImageLike) -> np.ndarray:
     if isinstance(mask, (str, Path)):
-        with Image.open(mask) as im:
-            mask = ImageOps.exif_transpose(im).convert("L")
+        return decode_mask(mask, f"mask {mask}") >= HOLE_THRESHOLD
     if isinstance(mask, Image.Image):
         return np.asarray(mask.convert("L")) >= HOLE_THRESHOLD
     arr = np.asarray(mask)

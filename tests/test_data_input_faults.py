@@ -111,7 +111,7 @@ def read_only_dir(tmp_path):
 
 # ---------------------------------------------------------------- 1. decoding rules, everywhere
 def test_sixteen_bit_files_scale_by_their_bit_depth(tmp_path):
-    from datamodules.image_decoding import ImageDecodeError, decode_image, decode_mask
+    from safe_io.image_decoding import ImageDecodeError, decode_image, decode_mask
 
     grey16 = _gradient16()
     Image.fromarray(grey16).save(tmp_path / "grey16.png")
@@ -232,7 +232,7 @@ def test_decompression_bomb_names_file_pixels_limit_and_how_to_raise_it(tmp_path
     with pytest.raises(ValueError, match=r"huge\.png: decompression bomb.*RESTORELAB_MAX_IMAGE_PIXELS"):
         ImageFilesDataModule(str(tmp_path / "huge.png"), str(masks / "huge.png")).setup("predict")
 
-    from datamodules.image_decoding import ImageDecodeError, decode_image
+    from safe_io.image_decoding import ImageDecodeError, decode_image
 
     with pytest.raises(ImageDecodeError, match=r"huge\.png: decompression bomb: 4,096 pixels .*MAX_IMAGE_PIXELS = 1,000") as info:
         decode_image(tmp_path / "huge.png")
@@ -241,7 +241,7 @@ def test_decompression_bomb_names_file_pixels_limit_and_how_to_raise_it(tmp_path
     with pytest.warns(Image.DecompressionBombWarning, match=r"large\.png: possible decompression bomb: 1,600 pixels.*RESTORELAB_MAX_IMAGE_PIXELS"):
         assert decode_image(tmp_path / "large.png").shape == (40, 40, 3)
     # the environment variable the message names really moves PIL's limit (also in worker / CLI processes)
-    probe = "import datamodules.image_decoding, PIL.Image as I; print(I.MAX_IMAGE_PIXELS)"
+    probe = "import safe_io.image_decoding, PIL.Image as I; print(I.MAX_IMAGE_PIXELS)"
     for value, limit in (("5000", "5000"), ("0", "None")):
         run = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60,
                              env={**os.environ, "RESTORELAB_MAX_IMAGE_PIXELS": value})
