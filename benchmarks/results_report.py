@@ -373,6 +373,60 @@ def demo_targets_section(new: dict[str, Any] | None, previous: dict[str, Any] | 
     return "\n".join(out) + "\n"
 
 
+def growth_section(data: dict[str, Any] | None) -> str:
+    """Quality of the demo model along its training run (benchmarks/demo_growth.py)."""
+    if data is None:
+        return ""
+    s = data["settings"]
+    out = [f"**How it grows with training** (`{data['command'].strip()}`: the first {s['scenes']} scenes of the re-score, "
+           f"K = {s['k']}; each row a checkpoint of the same run):\n",
+           "| checkpoint | SWD ↓ | MAE of mean of K ↓ | MAE of 1 sample ↓ | removal residue ↓ | texture ratio | Telea SWD / residue |",
+           "|---|---|---|---|---|---|---|"]
+    for p in data["points"]:
+        m, r, t = p["model"], p["removal"], p["telea"]
+        out.append(f"| {p['label'] or p['step']} | {_cell(m['swd'], 1)} | {_cell(m['mae_mean_k'], 4)} | {_cell(m['mae_sample'], 4)} "
+                   f"| {_cell(r.get('residue'), 3)} | {_cell(m['texture_ratio_set'], 2)} | {_cell(t['swd'], 1)} / {_cell(t.get('residue'), 3)} |")
+    return "\n".join(out) + "\n"
+
+
+def peer_section(data: dict[str, Any] | None) -> str:
+    """Our single-stage variant against a diffusers peer of the same size (benchmarks/peer_diffusers.py)."""
+    out = ["## 6. Peer baseline: a standard diffusers inpainter of the same size\n"]
+    if data is None:
+        return "\n".join(out) + _missing("python benchmarks/peer_diffusers.py --steps 767 --seeds 3 --held-out 256")
+    st = data["settings"]
+    out.append(
+        f"Our single-stage variant of the ablation (one C2F stage at {st['size']} px, v + min-SNR, LCG tokens, boundary "
+        f"loss, gains tuned on validation) against `diffusers.UNet2DModel` with the 7-channel concat input, trained with "
+        f"the library's `DDPMScheduler` objective and sampled with its `DDIMScheduler` (known pixels pasted back), "
+        f"{st['steps']} optimizer steps of batch {st['batch_size']} on the same batches (checked: "
+        f"{'same' if data['same_batches'] else 'NOT the same'}), same AdamW / warm-up-cosine schedule and EMA, "
+        f"{st['seeds']} seeds, {st['held_out']} held-out scenes, K = {st['k']}. Mean ± sample standard deviation over "
+        f"seeds. Command: `{data['command'].strip()}` ({data['date']}, {data['cpus']} CPUs, {data['timing']['threads']} "
+        f"threads, diffusers {data['diffusers']}).\n")
+    figures = (("swd", "SWD ↓", 1), ("residue", "removal residue ↓", 3), ("mae_mean_k", "MAE of mean of K ↓", 4),
+               ("mae_sample", "MAE of 1 sample ↓", 4), ("texture_ratio_set", "texture", 2))
+    out += ["| model | params | GFLOP / step | s / step | " + " | ".join(f[1] for f in figures) + " |",
+            "|---|---|---|---|" + "---|" * len(figures)]
+    for name, t in data["table"].items():
+        out.append(f"| {name} | {data['models'][name]['params']:,} | {data['flops_per_step'][name] / 1e9:.1f} | "
+                   f"{data['seconds_per_step'][name]:.3f} | "
+                   + " | ".join(f"{_cell(t[k][0], d)} ± {_cell(t[k][1], d)}" for k, _, d in figures) + " |")
+    ours, peers = "single stage", [n for n in data["table"] if n != "single stage"]
+    prof = data["profile"]
+    if peers:
+        gap = prof[ours]["total_self_cpu_s"] - prof[peers[0]]["total_self_cpu_s"]
+        fam = sorted(prof[ours]["families_s"], key=lambda k: prof[peers[0]]["families_s"].get(k, 0) - prof[ours]["families_s"][k])
+        out.append(
+            f"\n**Where the time per step goes** (`torch.profiler`, self CPU time of one training step on one batch): ours "
+            f"{prof[ours]['total_self_cpu_s']:.3f} s, {peers[0]} {prof[peers[0]]['total_self_cpu_s']:.3f} s (gap {gap:.3f} s). "
+            "By op family, ours vs peer: " + ", ".join(
+                f"{k} {prof[ours]['families_s'][k]:.3f} vs {prof[peers[0]]['families_s'].get(k, 0):.3f}" for k in fam[:5])
+            + ". Ours by region: " + ", ".join(f"{k} {v:.3f}" for k, v in prof[ours]["regions_s"].items()
+                                               if k.startswith(("forward:", "loss callback", "optimizer", "data:"))) + " s.")
+    return "\n".join(out) + "\n"
+
+
 def render(results: Path = RESULTS) -> str:
     header = (
         "# Does the method learn? Measurements on the synthetic scenes\n\n"
@@ -390,10 +444,11 @@ def render(results: Path = RESULTS) -> str:
         "To run larger on a GPU: `python benchmarks/convergence.py --steps 10000`, `python benchmarks/train_demo.py "
         "--accelerator gpu --steps-scale 4`, `python benchmarks/quality.py --steps 5000 --seeds 3 --held-out 256`.\n"
     )
-    return "\n".join([header, rule_section(), demo_targets_section(_load("rescore", results), _load("rescore_previous", results)),
+    return "\n".join([header, rule_section(), demo_targets_section(_load("rescore", results), _load("rescore_previous", results))
+                      + growth_section(_load("demo_growth", results)),
                       rescore_section(_load("rescore", results)),
                       convergence_section(_load("convergence", results)), demo_section(_load("demo_model", results)),
-                      quality_section(_load("quality", results))])
+                      quality_section(_load("quality", results)), peer_section(_load("peer_diffusers", results))])
 
 
 def main(argv: list[str] | None = None) -> str:
