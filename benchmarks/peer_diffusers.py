@@ -404,12 +404,50 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def seed_table(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
+    """Mean and sample standard deviation over the seeds of every figure, per model."""
+    return {name: {**{k: mean_and_spread([r[k] for r in runs]) for k in (*FIGURES, "trainer_seconds_per_step")},
+                   "runs": len(runs)} for name, runs in per_seed.items()}
+
+
+def merge(files: Sequence[str], out: Path, argv: list[str] | None) -> dict:
+    """One result from runs of other seeds (``--first-seed``): their settings must agree but for the seeds; the speed
+    figures and the profile are the first file's."""
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    ignore = ("seeds", "first_seed", "merge", "threads")
+    base = {k: v for k, v in parts[0]["settings"].items() if k not in ignore}
+    for f, part in zip(files, parts):
+        other = {k: v for k, v in part["settings"].items() if k not in ignore}
+        if other != base:
+            raise SystemExit(f"--merge: {f} was run with other settings ({other}) than {files[0]} ({base})")
+    seeds = [r["seed"] for part in parts for r in part["per_seed"][OURS]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--merge: the files repeat seeds ({sorted(seeds)}); run each seed once (--first-seed)")
+    result = dict(parts[0])
+    result["per_seed"] = {n: [r for part in parts for r in part["per_seed"][n]] for n in parts[0]["per_seed"]}
+    result["case_tables"] = {n: [t for part in parts for t in part["case_tables"][n]] for n in parts[0]["case_tables"]}
+    result["table"] = seed_table(result["per_seed"])
+    result["same_batches"] = all(part["same_batches"] for part in parts)
+    result["settings"] = {**parts[0]["settings"], "seeds": len(seeds), "first_seed": min(seeds)}
+    result["merged_from"] = [part["command"] for part in parts]
+    result["command"] = "python benchmarks/peer_diffusers.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["wall_seconds"] = max(part["wall_seconds"] for part in parts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"merged seeds {sorted(seeds)} of {len(files)} files into {_shown(out)}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=None,
                         help="optimizer steps of both models (default: quality.py's single-stage steps for its default "
                              f"{QUALITY_STEPS} two-stage steps, counted from FLOPs: 767 on the current architectures)")
     parser.add_argument("--seeds", type=int, default=2, help="training seeds per model (data order, masks, noise, init)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="first training seed (seeds first..first+seeds-1): run seeds in parallel processes, then --merge")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="combine result files of the same settings but other seeds into --out (nothing is trained)")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch size (both models)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (both; warm-up cosine as quality.py)")
     parser.add_argument("--prediction", nargs="+", choices=PREDICTIONS, default=["epsilon"],
@@ -432,6 +470,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "studies"), help="where the synthetic sets go")
     parser.add_argument("--out", default=str(RESULTS), help="JSON result file")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out), argv)
     import diffusers
 
     out = Path(args.out)
@@ -477,7 +517,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_seed: dict[str, list[dict]] = {n: [] for n in makers}
     case_tables: dict[str, list] = {n: [] for n in makers}
     digests: dict[str, list[list[str]]] = {n: [] for n in makers}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name, make in makers.items():
             torch.manual_seed(seed)
             module = make()
@@ -499,10 +539,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name} seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in figures.items())
                   + f"  train {seconds:.0f} s", flush=True)
     same_batches = all(digests[n][s] == digests[OURS][s] for n in makers for s in range(args.seeds))
-    table = {}
-    for name, runs in per_seed.items():
-        table[name] = {k: mean_and_spread([r[k] for r in runs]) for k in (*FIGURES, "trainer_seconds_per_step")}
-        table[name]["runs"] = len(runs)
+    for name in makers:
+        for seed, row in zip(range(args.first_seed, args.first_seed + args.seeds), per_seed[name]):
+            row["seed"] = seed
+    table = seed_table(per_seed)
     models = {
         OURS: {"params": params[OURS], "unet": UNETS[1], "prediction": args.ours_prediction, "ddim_steps": ddim_steps,
                "note": "quality.py's single-stage variant: C2F stage at 64 px, LCG cross-attention, min-SNR v loss, "

@@ -39,6 +39,7 @@ from benchmarks.inpainting_study import HELD_OUT_SEED, case_table, held_out_case
 from diffusion.c2f import C2FModel  # noqa: E402
 from diffusion.c2f_sampling import sample_c2f  # noqa: E402
 from evaluation.grids import labelled_grid, masked_view  # noqa: E402
+from evaluation.targets import case_label  # noqa: E402
 from inpainters.classical import HarmonicInpainter, MeanFillInpainter, TeleaInpainter  # noqa: E402
 from masks.random import key_seed  # noqa: E402
 
@@ -80,6 +81,7 @@ def run_chunk(model: C2FModel, cases, k: int, steps: list[int] | None, swd_patch
     out["preview"]["_input"] = torch.stack([masked_view(cases.image[i], cases.mask[i]) for i in range(min(PREVIEW, len(cases)))])
     out["preview"]["_target"] = cases.target[:PREVIEW].clone()
     out["preview_keys"] = cases.keys[:PREVIEW]
+    out["preview_labels"] = [case_label(int(t), bool(r)) for t, r in zip(cases.mask_type[:PREVIEW], cases.removal[:PREVIEW])]
     return out
 
 
@@ -172,8 +174,10 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(tables)
     show = preview["preview_keys"]
     grid_rows = [("masked input", list(preview["preview"]["_input"]))]
-    grid_rows += [(n, list(preview["preview"][n])) for n in names] + [("target", list(preview["preview"]["_target"]))]
-    save_png(labelled_grid(grid_rows, [k.rsplit("_", 1)[-1].lstrip("0") or "0" for k in show], scale=1), grid)
+    grid_rows += [(n, list(preview["preview"][n])) for n in names]
+    grid_rows += [("target (removal: clean plate)", list(preview["preview"]["_target"]))]
+    columns = [f"{k.rsplit('_', 1)[-1].lstrip('0') or '0'}: {label}" for k, label in zip(show, preview["preview_labels"])]
+    save_png(labelled_grid(grid_rows, columns, scale=1), grid)
     result = {
         "benchmark": "rescore",
         "command": "python benchmarks/rescore.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -402,7 +402,8 @@ def peer_section(data: dict[str, Any] | None) -> str:
         f"{st['steps']} optimizer steps of batch {st['batch_size']} on the same batches (checked: "
         f"{'same' if data['same_batches'] else 'NOT the same'}), same AdamW / warm-up-cosine schedule and EMA, "
         f"{st['seeds']} seeds, {st['held_out']} held-out scenes, K = {st['k']}. Mean ± sample standard deviation over "
-        f"seeds. Command: `{data['command'].strip()}` ({data['date']}, {data['cpus']} CPUs, {data['timing']['threads']} "
+        f"seeds. Command{'s' if data.get('merged_from') else ''}: "
+        + "; ".join(f"`{c.strip()}`" for c in (*data.get("merged_from", []), data["command"])) + f" ({data['date']}, {data['cpus']} CPUs, {data['timing']['threads']} "
         f"threads, diffusers {data['diffusers']}).\n")
     figures = (("swd", "SWD ↓", 1), ("residue", "removal residue ↓", 3), ("mae_mean_k", "MAE of mean of K ↓", 4),
                ("mae_sample", "MAE of 1 sample ↓", 4), ("texture_ratio_set", "texture", 2))

@@ -36,13 +36,13 @@ def test_help_lists_every_option(capsys):
     assert "diffusers" in text and "--prediction" in text and "--peer-channels" in text
 
 
+TINY = ["--size", "32", "--steps", "3", "--seeds", "1", "--batch-size", "4", "--train-images", "8", "--held-out", "4",
+        "--val-images", "2", "--k", "2", "--gain-grid", "1", "--warmup-steps", "1", "--time-steps", "2", "--threads", "1"]
+
+
 def test_peer_baseline_runs_end_to_end(tmp_path, one_thread):
     out = tmp_path / "peer_diffusers.json"
-    result = peer_diffusers.main([
-        "--size", "32", "--steps", "3", "--seeds", "1", "--batch-size", "4", "--train-images", "8", "--held-out", "4",
-        "--val-images", "2", "--k", "2", "--gain-grid", "1", "--warmup-steps", "1", "--time-steps", "2",
-        "--threads", "1", "--data-dir", str(tmp_path / "data"), "--out", str(out),
-    ])
+    result = peer_diffusers.main([*TINY, "--data-dir", str(tmp_path / "data"), "--out", str(out)])
     written = json.loads(out.read_text())
     assert written["table"] == json.loads(json.dumps(result["table"]))
     names = [peer_diffusers.OURS, "diffusers epsilon"]
@@ -55,6 +55,17 @@ def test_peer_baseline_runs_end_to_end(tmp_path, one_thread):
         row = written["table"][name]
         assert row["runs"] == 1 and all(math.isfinite(row[k][0]) for k in FIGURES)
     assert written["same_batches"] is True  # both trained on the same ShardDataModule stream
+    # a second seed run in another process (--first-seed 1), then merged: two runs per model, spreads over them
+    second = tmp_path / "seed1.json"
+    peer_diffusers.main([*TINY, "--first-seed", "1", "--data-dir", str(tmp_path / "data"), "--out", str(second)])
+    merged = peer_diffusers.main(["--merge", str(out), str(second), "--out", str(tmp_path / "merged.json")])
+    assert [r["seed"] for r in merged["per_seed"][peer_diffusers.OURS]] == [0, 1]
+    for name in names:
+        assert merged["table"][name]["runs"] == 2 and merged["settings"]["seeds"] == 2
+        values = [r["mae_mean_k"] for r in merged["per_seed"][name]]
+        assert merged["table"][name]["mae_mean_k"][0] == pytest.approx(sum(values) / 2)
+    with pytest.raises(SystemExit, match="repeat seeds"):
+        peer_diffusers.main(["--merge", str(out), str(out), "--out", str(tmp_path / "twice.json")])
 
 
 def test_peer_fill_keeps_known_pixels_bit_exact(one_thread):
