@@ -38,5 +38,5 @@ def test_convergence_quality_and_report_run_end_to_end(tmp_path):
     out = tmp_path / "results.md"
     text = results_report.main(["--results", str(results), "--out", str(out)])
     assert out.read_text() == text
-    assert "v+minsnr5" in text and "## 4. Ablation study" in text and "no LCG" in text
+    assert "v+minsnr5" in text and "## 5. Ablation study" in text and "no LCG" in text
     assert "Not measured yet: run `python benchmarks/train_demo.py`" in text  # no demo_model.json in this folder
