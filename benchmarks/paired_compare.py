@@ -12,7 +12,6 @@ Writes ``benchmarks/results/paired_compare.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from evaluation.rows import write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "paired_compare.json"
 METRICS = ("residue", "clean_mae", "mae_mean_k", "mae_sample", "texture_ratio")
@@ -79,10 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
         for metric, r in metrics.items():
             print(f"{group:16} {metric:14} {r['a']:8.4f} {r['b']:8.4f} {r['diff']:8.4f} "
                   f"[{r['ci95'][0]:8.4f}, {r['ci95'][1]:8.4f}] {r['a_lower']:>7}/{r['a_higher']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_json(Path(args.out), result)
+    print(f"wrote {args.out}")
     return result
 
 

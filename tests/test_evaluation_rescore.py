@@ -60,3 +60,25 @@ def test_rescore_tiny_resumes_and_renders(tmp_path, capsys):
         rescore.main(one)
     text = results_report.rescore_section(json.loads(out.read_text()))
     assert "| C2F demo model |" in text and "fg object (removal)" in text and "**Reading.**" in text
+
+
+def test_paired_compare_of_two_rescores_of_the_same_cases(tmp_path):
+    """Two re-scores of the same 4 cases (other DDIM steps): per-metric paired differences whose mean equals the
+    difference of the per-case values, an interval around it, and a refusal when the cases differ."""
+    from benchmarks import paired_compare
+
+    def run(name, steps, scenes=4):
+        rescore.main(["--scenes", str(scenes), "--k", "1", "--chunk", "2", "--steps", *steps, "--swd-patches", "16",
+                      "--out", str(tmp_path / f"{name}.json"), "--work-dir", str(tmp_path / name)])
+        return tmp_path / name
+
+    a, b = run("a", ["2", "2", "2"]), run("b", ["3", "2", "2"])
+    result = paired_compare.main(["--a", str(a), "--b", str(b), "--resamples", "200", "--out", str(tmp_path / "p.json")])
+    rows_a, rows_b = paired_compare.case_rows(a, "C2F demo model"), paired_compare.case_rows(b, "C2F demo model")
+    mae = result["groups"]["all cases"]["mae_mean_k"]
+    expected = sum(rows_a[k]["mae_mean_k"] - rows_b[k]["mae_mean_k"] for k in rows_a) / len(rows_a)
+    assert mae["n"] == 4 and mae["diff"] == pytest.approx(expected) and mae["diff"] != 0
+    assert mae["ci95"][0] <= mae["diff"] <= mae["ci95"][1] and mae["a_lower"] + mae["a_higher"] <= 4
+    assert json.loads((tmp_path / "p.json").read_text())["groups"]["all cases"]["mae_mean_k"]["diff"] == pytest.approx(expected)
+    with pytest.raises(SystemExit, match="other cases"):
+        paired_compare.main(["--a", str(a), "--b", str(run("c", ["2", "2", "2"], scenes=2)), "--out", str(tmp_path / "q.json")])
