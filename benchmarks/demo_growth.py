@@ -6,7 +6,7 @@ same cases as the full re-score (its first ``--scenes`` scenes); the training st
 ``--labels`` say where in the recipe each one was taken.
 
     python benchmarks/demo_growth.py --checkpoint snap/stage2_a.ckpt snap/stage2_b.ckpt assets/c2f_synthetic_demo.ckpt \
-        --work-dir runs/demo_training --scenes 32 --k 2
+        --scenes 32 --k 2
 
 Writes ``benchmarks/results/demo_growth.json``; ``python benchmarks/results_report.py`` renders it into docs/results.md.
 """

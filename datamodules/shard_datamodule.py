@@ -47,7 +47,7 @@ from datamodules.train_stream import SHAPE_DONORS, StreamPosition, TrainLoader, 
 from datamodules.work_split import distributed_rank_world, split_range  # noqa: F401
 from masks.sampler import MaskSampler
 from safe_io import UnsafeNameError, check_name
-from masks.shape_bank import ShapeBank
+from masks.shape_bank import PROCEDURAL_BLOBS, ShapeBank
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,9 @@ class ShardDataModule(LightningDataModule):
             bg replacement); types a sample cannot provide are dropped and the rest renormalised.
         random_hole_range: hole-ratio range of background random (type 2) masks.
         replacement_shapes: silhouettes of the background replacement (type 3) holes in training: ``mixed``, the
-            objects of each epoch's donor samples plus 64 procedural blobs; ``objects``, the donors' objects only
-            (blobs only when no donor has one, e.g. data without segmentation). Evaluation always uses blobs.
+            objects of each epoch's donor samples plus ``masks.shape_bank.PROCEDURAL_BLOBS`` procedural blobs;
+            ``objects``, the donors' objects only (blobs only when no donor has one, e.g. data without
+            segmentation). Evaluation always uses blobs.
         replacement_scale: longer side of a type-3 hole as a (low, high) fraction of the image side.
         replacement_dilation: type-3 holes grow by this fraction of the image side, like object-removal masks.
         samples_per_epoch: training samples per epoch and rank (``samples_per_epoch // batch_size`` batches).
@@ -262,7 +263,7 @@ class ShardDataModule(LightningDataModule):
     def _shape_bank(self, split: str) -> ShapeBank:
         if split != "train":
             return ShapeBank(capacity=0, seed=self.seed)
-        blobs = 64 if self.replacement_shapes == "mixed" else 0
+        blobs = PROCEDURAL_BLOBS if self.replacement_shapes == "mixed" else 0
         return ShapeBank(capacity=SHAPE_DONORS, procedural=blobs, seed=self.seed)
 
     @property

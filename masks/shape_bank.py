@@ -12,6 +12,9 @@ from PIL import Image, ImageDraw
 from masks.random import as_generator
 
 
+PROCEDURAL_BLOBS = 64  #: procedural blobs a bank holds by default
+
+
 def random_blob(rng: np.random.Generator, size: int = 64, harmonics: int = 4) -> np.ndarray:
     """A closed object-like silhouette: a star-shaped polygon whose radius is a random Fourier series.
 
@@ -48,7 +51,7 @@ class ShapeBank:
         seed: seed of the procedural blobs.
     """
 
-    def __init__(self, capacity: int = 256, procedural: int = 64, seed: int = 0) -> None:
+    def __init__(self, capacity: int = 256, procedural: int = PROCEDURAL_BLOBS, seed: int = 0) -> None:
         gen = np.random.default_rng([seed, 0x5EED])
         self.procedural = [random_blob(gen) for _ in range(procedural)]
         self.capacity = capacity

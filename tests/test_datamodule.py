@@ -19,6 +19,7 @@ from datamodules.shards import ShardDataModule as ShardDataModuleAlias
 from datamodules.shards import encode_segmentation, write_image_folder
 from datamodules.synthetic import synthetic_scene
 from masks import MaskType, category_of
+from masks.shape_bank import PROCEDURAL_BLOBS
 
 
 def _dm(shards, **kwargs) -> ShardDataModule:
@@ -331,7 +332,7 @@ def test_replacement_shape_options_reach_the_training_masks(synthetic_shards):
     mixed = _dm(synthetic_shards)
     mixed.setup("fit")
     next(iter(mixed.train_dataloader()))
-    assert len(mixed._processor("train").sampler.shape_bank.procedural) == 64
+    assert len(mixed._processor("train").sampler.shape_bank.procedural) == 64 == PROCEDURAL_BLOBS
     with pytest.raises(ValueError, match="replacement_shapes"):
         _dm(synthetic_shards, replacement_shapes="blobs")
     with pytest.raises(ValueError, match="replacement_scale"):

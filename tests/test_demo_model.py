@@ -12,22 +12,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.train_demo import REMOVAL_REFERENCE, example_removal
+from benchmarks.train_demo import REMOVAL_REFERENCE, example_removal, load_examples
 from diffusion.c2f import C2FModel
 from evaluation.hole_metrics import hole_mae
 from inpainters.classical import MeanFillInpainter
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSET = ROOT / "assets" / "c2f_synthetic_demo.ckpt"
-EXAMPLES = ROOT / "assets" / "examples"
 
 
 def _examples() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    names = sorted(p.stem for p in (EXAMPLES / "images").glob("*.png"))
-    images = [np.asarray(Image.open(EXAMPLES / "images" / f"{n}.png").convert("RGB")) for n in names]
-    masks = [np.asarray(Image.open(EXAMPLES / "masks" / f"{n}.png").convert("L")) for n in names]
-    image = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    mask = torch.from_numpy((np.stack(masks) >= 128).astype(np.float32))[:, None]
+    image, mask, _, names = load_examples()
     return image, mask, names
 
 
